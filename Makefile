@@ -1,0 +1,35 @@
+# Two commands are all a newcomer needs: `make demo` and `make test`.
+# Both create the environment first if it is missing (scripts/setup_env.sh).
+VENV := .venv
+PY := $(VENV)/bin/python
+export HF_HUB_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export WANDB_MODE := disabled
+export RAY_AUTH_MODE := disabled
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup demo test test-fast lint format ui clean
+
+setup:
+	@bash scripts/setup_env.sh
+
+demo: setup
+	$(VENV)/bin/psft-run specs/demo.yaml
+
+test: setup
+	$(PY) -m pytest -q
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
+
+lint: setup
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+format: setup
+	$(VENV)/bin/ruff check --fix . && $(VENV)/bin/ruff format .
+
+ui: setup
+	bash scripts/prefect_ui.sh
+
+clean:
+	rm -rf results/artifacts results/runs results/index.duckdb results/inputs results/.lock

@@ -1,0 +1,134 @@
+"""The contract between the run layer and a backend: one `Job` in, files in a node directory out.
+
+The run layer writes `job.json` into a fresh node directory and runs
+`python -m psft_orchestrator.backends.worker <node_dir>/job.json` with the backend's
+interpreter. The backend reads its inputs, and writes into the node directory:
+
+    metrics.jsonl       one JSON object per logged step: {"step": int, "<key>": number, ...}
+    outputs/model/      an HF model directory          (artifact type "model")
+    outputs/data.jsonl  chat rows {"messages": [...]}   (artifact type "dataset")
+    outputs/pairs.jsonl preference rows                 (artifact type "preference")
+    outputs/prompts.jsonl RL prompt rows                (artifact type "prompts")
+    outputs/scores.json eval scores, see `ScoreRow`     (artifact type "eval")
+    summary.json        small dict of final key metrics (shown in the terminal summary)
+
+The run layer then adds `manifest.json` and `_SUCCESS` and moves the directory into place.
+Checkpoints that must survive a crash go under `job.checkpoint_dir`, which is stable across
+attempts of the same fingerprint (resume) and deleted once the node succeeded.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+ArtifactType = Literal["model", "dataset", "preference", "prompts", "corpus", "benchmark", "eval"]
+
+# Where each artifact type lives inside a node directory.
+OUTPUT_PATHS: dict[str, str] = {
+    "model": "outputs/model",
+    "dataset": "outputs/data.jsonl",
+    "preference": "outputs/pairs.jsonl",
+    "prompts": "outputs/prompts.jsonl",
+    "corpus": "outputs/corpus.jsonl",
+    "benchmark": "outputs/benchmark.jsonl",
+    "eval": "outputs/scores.json",
+}
+
+
+class InputRef(BaseModel):
+    """One resolved input of a node: what it is and where it lies on disk (absolute path)."""
+
+    type: ArtifactType
+    path: str
+    name: str = Field("", description="Declared name or producing node id, for logs and labels.")
+    format: str = Field("auto", description="Row layout of a data file (see data.formats).")
+
+
+class Job(BaseModel):
+    """Everything a backend needs to run one node. Small and JSON-serialisable."""
+
+    node_id: str
+    stage: str
+    kind: str
+    backend: str
+    fingerprint: str
+    config: dict[str, Any] = Field(
+        description="The stage's resolved fields (hyperparameters, suites, ...)."
+    )
+    inputs: dict[str, InputRef | list[InputRef]] = Field(
+        default_factory=dict,
+        description="Input slot -> resolved artifact(s), e.g. model, data, benchmarks.",
+    )
+    labels: dict[str, Any] = Field(
+        default_factory=dict, description="Matrix coordinates: method, model, seed..."
+    )
+    node_dir: str = Field(description="Directory being built for this node (write outputs here).")
+    checkpoint_dir: str = Field(description="Resumable state that survives a crash of this node.")
+    output_type: ArtifactType
+
+    @property
+    def out(self) -> Path:
+        return Path(self.node_dir)
+
+    def output_path(self) -> Path:
+        return Path(self.node_dir) / OUTPUT_PATHS[self.output_type]
+
+    def input(self, slot: str) -> InputRef:
+        ref = self.inputs[slot]
+        if isinstance(ref, list):
+            raise TypeError(f"input {slot!r} is a list; use job.inputs[{slot!r}]")
+        return ref
+
+    def save(self, path: Path) -> None:
+        path.write_text(self.model_dump_json(indent=2))
+
+    @classmethod
+    def load(cls, path: Path) -> Job:
+        return cls.model_validate(json.loads(Path(path).read_text()))
+
+
+class ScoreRow(BaseModel):
+    """One number an eval produced; `outputs/scores.json` is a JSON list of these."""
+
+    suite: str
+    benchmark: str
+    metric: str = Field(description="e.g. avg@8, pass@8, acc, exact_match, win_rate")
+    value: float = Field(description="In percent (0-100), as the paper's tables report.")
+    n: int = Field(0, description="Number of samples (problems) behind the value.")
+    stderr: float | None = None
+    step: int | None = Field(
+        None, description="Training step for intermediate evals; None = final."
+    )
+
+
+class MetricsWriter:
+    """Appends one JSON object per line to metrics.jsonl, flushed at once (crash-safe append)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._f = self.path.open("a", buffering=1)
+
+    def log(self, step: int, **values: Any) -> None:
+        row = {"step": int(step), **{k: _plain(v) for k, v in values.items()}}
+        self._f.write(json.dumps(row) + "\n")
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self) -> MetricsWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _plain(v: Any) -> Any:
+    """Tensors and numpy scalars -> Python numbers, so json.dumps never fails mid-run."""
+    if hasattr(v, "item"):
+        return v.item()
+    return v

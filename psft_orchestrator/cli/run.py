@@ -1,0 +1,97 @@
+"""`psft-run SPEC`: plan and run a pipeline.
+
+Exit status: 0 success, 1 a stage failed, 2 invalid input or usage (nothing was written).
+Heavy libraries (torch, ray, prefect) are imported only inside the commands that need them,
+so `psft-run --help` and `--plan` answer quickly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from psft_orchestrator.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, workspace_arg
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="psft-run",
+        description="Plan and run a post-training pipeline spec (filter → SFT/PSFT → GRPO/DPO → eval).",
+        epilog="Examples:\n  psft-run specs/demo.yaml\n  psft-run specs/math_psft.yaml --plan\n"
+        "  psft-run specs/math_psft.yaml --profile toy --set train.max_steps=20",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("spec", help="pipeline spec (YAML)")
+    workspace_arg(p)
+    p.add_argument(
+        "--plan", action="store_true", help="print the expanded plan with cache status; run nothing"
+    )
+    p.add_argument("--json", action="store_true", help="with --plan: print JSON")
+    p.add_argument("--profile", help="apply a profile from the spec's profiles: (e.g. toy)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a field: STAGE.FIELD=VALUE or a top-level key such as defaults.seed=2 (repeatable)",
+    )
+    p.add_argument(
+        "--force",
+        action="append",
+        default=[],
+        metavar="NODE",
+        help="rerun this node (id, stage name or fingerprint prefix) and everything downstream",
+    )
+    p.add_argument(
+        "--no-wait", action="store_true", help="fail at once if another run holds the workspace"
+    )
+    p.add_argument(
+        "--ray-address",
+        default=os.environ.get("RAY_ADDRESS"),
+        help="join this Ray cluster (default: $RAY_ADDRESS, else start a local one)",
+    )
+    p.add_argument(
+        "--no-prefect",
+        action="store_true",
+        help="run without Prefect tracking (plain local executor)",
+    )
+    p.add_argument("--quiet", action="store_true", help="print only the final summary")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from psft_orchestrator.spec.errors import SpecError
+
+    try:
+        from psft_orchestrator.plan.planner import build_plan
+
+        plan = build_plan(args.spec, args.workspace, args.profile, args.overrides)
+        if args.plan:
+            from psft_orchestrator.plan.render import plan_json, plan_text
+
+            print(plan_json(plan) if args.json else plan_text(plan))
+            return EXIT_OK
+        from psft_orchestrator.run.execute import run_plan
+
+        ok = run_plan(
+            plan,
+            force=args.force,
+            wait=not args.no_wait,
+            ray_address=args.ray_address,
+            use_prefect=not args.no_prefect,
+            quiet=args.quiet,
+        )
+        return EXIT_OK if ok else EXIT_FAILED
+    except SpecError as e:
+        print(e.render(), file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""In-domain skill: multi-step arithmetic word problems with step-by-step solutions.
+
+Stands in for the paper's math data (OpenR1-Math for SFT, AIME/AMC/MATH-500 for eval): a
+problem is a start amount and `level` operations (add, subtract, double/triple); the solution
+walks through them one line per step and ends with `\\boxed{answer}`, so Math-Verify scores it
+like a real one. The "long" style adds a verification line after every step (the inverse
+operation), the toy counterpart of long chain-of-thought traces.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
+
+NAMES = {"Tom": "he", "Ben": "he", "Sam": "he", "Max": "he", "Leo": "he",
+         "Anna": "she", "Lily": "she", "Mia": "she", "Emma": "she", "Zoe": "she"}  # fmt: skip
+ITEMS = ("apples", "pencils", "books", "coins", "marbles", "stickers", "cookies", "cards",
+         "stamps", "shells")  # fmt: skip
+
+ADD_VERBS = ("buys", "finds", "gets", "receives")
+SUB_VERBS = ("gives away", "loses", "sells", "uses")
+MULTIPLIERS = {2: "doubles", 3: "triples"}
+MAX_VALUE = 200
+
+
+@dataclass(frozen=True)
+class Step:
+    """One operation: `op` in {"+", "-", "*"}, its operand, and the verb used in the text."""
+
+    op: str
+    k: int
+    verb: str
+
+
+@dataclass(frozen=True)
+class MathProblem:
+    name: str
+    item: str
+    start: int
+    steps: tuple[Step, ...]
+
+    @property
+    def level(self) -> int:
+        return len(self.steps)
+
+    def values(self) -> list[int]:
+        """Running totals: start, then the amount after each step."""
+        out = [self.start]
+        for s in self.steps:
+            out.append(apply(out[-1], s))
+        return out
+
+    @property
+    def answer(self) -> int:
+        return self.values()[-1]
+
+    def question(self) -> str:
+        pron = NAMES[self.name].capitalize()
+        parts = [f"{self.name} has {self.start} {self.item}."]
+        for i, s in enumerate(self.steps):
+            lead = pron if i == 0 else f"Then {pron.lower()}"
+            if s.op == "*":
+                parts.append(f"{'Then the' if i else 'The'} number of {self.item} {s.verb}.")
+            elif s.op == "+":
+                parts.append(f"{lead} {s.verb} {s.k} more {self.item}.")
+            else:
+                parts.append(f"{lead} {s.verb} {s.k} {self.item}.")
+        parts.append(f"How many {self.item} does {self.name} have now?")
+        return " ".join(parts)
+
+    def solution(self, style: str = "short", corrupt_step: int | None = None, delta: int = 0) -> str:
+        """The worked solution. `corrupt_step`/`delta` inject an arithmetic slip at that step
+        (propagated to the end), which is how preference pairs get a plausible wrong answer."""
+        lines = [f"{self.name} starts with {self.start} {self.item}."]
+        pron = NAMES[self.name]
+        x = self.start
+        for i, s in enumerate(self.steps):
+            y = apply(x, s) + (delta if i == corrupt_step else 0)
+            if s.op == "+":
+                lines.append(f"After {pron} {s.verb} {s.k} more: {x} + {s.k} = {y}.")
+            elif s.op == "-":
+                lines.append(f"After {pron} {s.verb} {s.k}: {x} - {s.k} = {y}.")
+            else:
+                lines.append(f"The number {s.verb}: {x} * {s.k} = {y}.")
+            if style == "long":
+                inv = {"+": "-", "-": "+", "*": "/"}[s.op]
+                lines.append(f"Check: {y} {inv} {s.k} = {x}. Correct.")
+            x = y
+        if style == "long":
+            lines.append(f"So {self.name} has {x} {self.item} now.")
+        lines.append(f"The answer is \\boxed{{{x}}}.")
+        return "\n".join(lines)
+
+
+def apply(x: int, step: Step) -> int:
+    if step.op == "+":
+        return x + step.k
+    if step.op == "-":
+        return x - step.k
+    return x * step.k
+
+
+def sample_problem(rng: random.Random, level: int) -> MathProblem:
+    """A problem with `level` steps whose running totals stay in 0..MAX_VALUE."""
+    if level < 1:
+        raise ValueError(f"level must be >= 1, got {level}")
+    name = rng.choice(sorted(NAMES))
+    item = rng.choice(ITEMS)
+    start = rng.randint(2, 20)
+    x, steps = start, []
+    for _ in range(level):
+        ops = ["+", "-"] + (["*"] if x * 2 <= MAX_VALUE else [])
+        op = rng.choice(ops)
+        if op == "+":
+            step = Step("+", rng.randint(1, 15), rng.choice(ADD_VERBS))
+        elif op == "-" and x >= 1:
+            step = Step("-", rng.randint(1, min(x, 15)), rng.choice(SUB_VERBS))
+        elif op == "*":
+            k = 3 if x * 3 <= MAX_VALUE and rng.random() < 0.4 else 2
+            step = Step("*", k, MULTIPLIERS[k])
+        else:  # nothing left to subtract
+            step = Step("+", rng.randint(1, 15), rng.choice(ADD_VERBS))
+        steps.append(step)
+        x = apply(x, step)
+    return MathProblem(name, item, start, tuple(steps))
+
+
+def messages(problem: MathProblem, response: str | None = None) -> list[dict[str, str]]:
+    """The chat of one problem: system prompt, user question, optionally the assistant turn."""
+    msgs = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": problem.question()}]
+    if response is not None:
+        msgs.append({"role": "assistant", "content": response})
+    return msgs

@@ -1,0 +1,181 @@
+"""The toy world's data files: one entry point, `write_toy_data`, for every task.
+
+Rows follow docs/architecture.md "Data row formats", so every stage reads them like the real
+datasets. Generation is seeded by the task name and the seed only (`random.Random("task/seed")`),
+so the same call writes the same bytes on any machine; different tasks draw from different
+streams, so e.g. `math_sft` and `math_bench` with seed 0 are not the same problems.
+
+Tasks (artifact type):
+    math_sft      (dataset)    math chats with step-by-step solutions; params: level, style
+    math_bench    (benchmark)  math problems to solve; params: level
+    ood_bench     (benchmark)  exact-match / multiple-choice skills; params: skill ("all" or one)
+    ifeval_bench  (benchmark)  format instructions with machine-checkable `checks`
+    corpus        (corpus)     pretraining text: all skills as ChatML transcripts; params: math_share
+    preference    (preference) chosen/rejected pairs (math and format); params: domain
+    prompts       (prompts)    math RL prompts with ground truth; params: level
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from psft_orchestrator.data.toy import arithmetic, instructions
+from psft_orchestrator.data.toy.skills import SKILLS
+from psft_orchestrator.data.toy.chatml import render_chat
+
+# Bump whenever any generator's output changes: node fingerprints include it.
+GENERATOR_VERSION = 1
+
+Row = dict[str, Any]
+MATH_LEVELS = (1, 2, 3)
+
+
+def _levels(level: int | list[int] | None) -> list[int]:
+    if level is None:
+        return list(MATH_LEVELS)
+    return [level] if isinstance(level, int) else list(level)
+
+
+def _user(text: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": text}]
+
+
+def math_sft(rng: random.Random, level: int | list[int] | None = None, style: str = "short") -> Row:
+    """SFT row: system + question + worked solution; `style="long"` adds verification lines."""
+    if style not in ("short", "long"):
+        raise ValueError(f"style must be 'short' or 'long', got {style!r}")
+    p = arithmetic.sample_problem(rng, rng.choice(_levels(level)))
+    return {
+        "messages": arithmetic.messages(p, p.solution(style)),
+        "answer": str(p.answer),
+        "source": f"toy_math_l{p.level}",
+    }
+
+
+def math_bench(rng: random.Random, level: int | list[int] | None = None, name: str | None = None) -> Row:
+    """Benchmark row; the task name is `toy_math` or `toy_math_l<level>` for a single level."""
+    levels = _levels(level)
+    p = arithmetic.sample_problem(rng, rng.choice(levels))
+    task = name or (f"toy_math_l{levels[0]}" if len(levels) == 1 else "toy_math")
+    return {"prompt": arithmetic.messages(p), "answer": str(p.answer), "task": task}
+
+
+def ood_bench(rng: random.Random, skill: str = "all") -> Row:
+    """Benchmark row of one OOD skill (`skill="all"` picks one per row)."""
+    name = rng.choice(sorted(SKILLS)) if skill == "all" else skill
+    if name not in SKILLS:
+        raise ValueError(f"unknown skill {skill!r}; choose 'all' or one of {sorted(SKILLS)}")
+    item = SKILLS[name](rng)
+    row: Row = {"prompt": _user(item.prompt), "answer": item.answer, "task": f"toy_{name}"}
+    if item.choices:
+        row["choices"] = list(item.choices)
+    return row
+
+
+def ifeval_bench(rng: random.Random) -> Row:
+    item = instructions.sample_instruction(rng)
+    return {
+        "prompt": _user(item.prompt),
+        "answer": item.response,
+        "task": "toy_ifeval",
+        "checks": [dict(c) for c in item.checks],
+    }
+
+
+def corpus(rng: random.Random, math_share: float = 0.15, math_levels: list[int] | None = None) -> Row:
+    """One pretraining document: a single-turn chat, as ChatML text.
+
+    Mostly OOD skills and format instructions (the base model should be decent at them), with a
+    small share of easy math (it learns the format but stays weak, so SFT can improve it)."""
+    u = rng.random()
+    if u < math_share:
+        p = arithmetic.sample_problem(rng, rng.choice(math_levels or [1, 2]))
+        msgs = arithmetic.messages(p, p.solution("short"))
+    elif u < math_share + (1 - math_share) / (len(SKILLS) + 1):
+        item = instructions.sample_instruction(rng)
+        msgs = [*_user(item.prompt), {"role": "assistant", "content": item.response}]
+    else:
+        s = SKILLS[rng.choice(sorted(SKILLS))](rng)
+        msgs = [*_user(s.prompt), {"role": "assistant", "content": s.answer}]
+    return {"text": render_chat(msgs)}
+
+
+def preference(rng: random.Random, domain: str = "mixed", level: int | list[int] | None = None) -> Row:
+    """Chosen = correct and well-formed; rejected = an arithmetic slip, a missing \\boxed{},
+    or (format domain) a response that breaks the instructions."""
+    if domain not in ("mixed", "math", "ifeval"):
+        raise ValueError(f"domain must be mixed, math or ifeval, got {domain!r}")
+    if domain == "ifeval" or (domain == "mixed" and rng.random() < 0.5):
+        item = instructions.sample_instruction(rng)
+        return {"prompt": _user(item.prompt), "chosen": item.response, "rejected": instructions.violate(item)}
+    p = arithmetic.sample_problem(rng, rng.choice(_levels(level)))
+    chosen = p.solution("short")
+    if rng.random() < 0.7:
+        rejected = p.solution("short", corrupt_step=rng.randrange(p.level), delta=rng.choice([-2, -1, 1, 2]))
+    else:
+        rejected = chosen.replace(f"\\boxed{{{p.answer}}}", str(p.answer))
+    return {"prompt": arithmetic.messages(p), "chosen": chosen, "rejected": rejected}
+
+
+def prompts(rng: random.Random, level: int | list[int] | None = None) -> Row:
+    p = arithmetic.sample_problem(rng, rng.choice(_levels(level)))
+    return {"prompt": arithmetic.messages(p), "ground_truth": str(p.answer), "data_source": "toy_math"}
+
+
+_GENERATORS: dict[str, Callable[..., Row]] = {
+    "math_sft": math_sft,
+    "math_bench": math_bench,
+    "ood_bench": ood_bench,
+    "ifeval_bench": ifeval_bench,
+    "corpus": corpus,
+    "preference": preference,
+    "prompts": prompts,
+}
+
+# Task -> artifact type of the file it writes (backends.job.ArtifactType).
+TOY_TASKS: dict[str, str] = {
+    "math_sft": "dataset",
+    "math_bench": "benchmark",
+    "ood_bench": "benchmark",
+    "ifeval_bench": "benchmark",
+    "corpus": "corpus",
+    "preference": "preference",
+    "prompts": "prompts",
+}
+
+
+def generate(task: str, n: int, seed: int, **params: Any) -> Iterator[Row]:
+    """Yield `n` rows of `task`, deterministically from `seed`."""
+    if task not in _GENERATORS:
+        raise ValueError(f"unknown toy task {task!r}; choose one of {sorted(_GENERATORS)}")
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    rng = random.Random(f"{task}/{seed}")
+    fn = _GENERATORS[task]
+    for _ in range(n):
+        yield fn(rng, **params)
+
+
+def write_toy_data(task: str, n: int, seed: int, out_path: Path, **params: Any) -> Path:
+    """Write `n` rows of `task` as JSONL to `out_path` atomically (tmp file + os.replace).
+
+    Same arguments, same bytes: rows are produced by `generate` and serialised with a fixed
+    key order. Unknown `params` for the task raise TypeError before anything is written.
+    """
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    rows = list(generate(task, n, seed, **params))
+    tmp = out_path.with_name(f".{out_path.name}.tmp-{os.getpid()}")
+    try:
+        with tmp.open("w", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        os.replace(tmp, out_path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out_path

@@ -1,0 +1,323 @@
+"""The spec schema: what a pipeline YAML may say, with types, ranges and descriptions.
+
+A pipeline declares models and datasets once, names reusable `methods` (bundles of stage
+fields such as `{kind: psft, preset: math_psft}`), and lists `stages`. Stages are validated
+one *node* at a time, after presets, methods and the matrix have been applied
+(`spec.compose`), by the model for the node's `kind` in `STAGE_MODELS`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import ConfigDict, Field, field_validator, model_validator
+
+from psft_orchestrator.data.filter_config import FilterConfig
+from psft_orchestrator.evals.config import EvalConfig
+from psft_orchestrator.training.config import (
+    DFTConfig,
+    DPOConfig,
+    GRPOConfig,
+    IWSFTConfig,
+    PretrainConfig,
+    PSFTConfig,
+    SFTConfig,
+    Strict,
+)
+
+Backend = Literal["native", "verl", "llamafactory", "lmeval", "vllm"]
+DataType = Literal["dataset", "preference", "prompts", "corpus", "benchmark"]
+Scalar = str | int | float | bool
+
+NAME_RE = r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$"
+
+# Which backends can run which kind. The first one is the default.
+BACKENDS: dict[str, tuple[str, ...]] = {
+    "pretrain": ("native",),
+    "filter": ("native",),
+    "sft": ("native", "verl"),
+    "psft": ("native", "verl"),
+    "dft": ("native", "verl"),
+    "iwsft": ("native",),
+    "dpo": ("native", "llamafactory"),
+    "grpo": ("native", "verl"),
+    "eval": ("native", "lmeval", "vllm"),
+}
+
+# What each kind consumes in its `data` slot (None: it takes no data) and whether it needs a model.
+DATA_TYPES: dict[str, tuple[str, ...] | None] = {
+    "pretrain": ("corpus",),
+    "filter": ("dataset", "preference", "prompts"),
+    "sft": ("dataset",),
+    "psft": ("dataset",),
+    "dft": ("dataset",),
+    "iwsft": ("dataset",),
+    "dpo": ("preference",),
+    "grpo": ("prompts",),
+    "eval": None,
+}
+NEEDS_MODEL = {k: k != "filter" for k in BACKENDS}
+
+TYPE_NAMES = {
+    "model": "a model",
+    "dataset": "an SFT dataset (chat rows)",
+    "preference": "a preference dataset (chosen/rejected pairs)",
+    "prompts": "an RL prompt set",
+    "corpus": "a text corpus",
+    "benchmark": "a benchmark",
+    "eval": "eval scores",
+}
+
+
+class FromRef(Strict):
+    """A reference to another stage's output: `{from: stage}` or `{from: stage, where: {method: PSFT}}`."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    from_: str = Field(alias="from", description="Name of the stage whose output this is.")
+    where: dict[str, Scalar] = Field(
+        default_factory=dict,
+        description="Keep only the producing stage's nodes with these matrix coordinates.",
+    )
+
+
+Ref = str | FromRef
+
+
+class ModelDecl(Strict):
+    """A model declared once and referred to by name.
+
+    Exactly one source is used: `path` (a local HF directory), `toy` (a randomly initialised
+    toy-world model), `from` (another stage's output, e.g. in a toy profile) or, when none of
+    these is given, `hf_id`, looked up in the local Hugging Face cache (never downloaded).
+    With another source, `hf_id` only records where the real model comes from.
+    """
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    path: str | None = Field(None, description="Local HF model directory (inside a data root).")
+    toy: Literal["micro", "tiny", "small"] | None = Field(
+        None,
+        description="A randomly initialised toy-world Qwen2 model of this size (for `pretrain`).",
+    )
+    from_: str | None = Field(
+        None, alias="from", description="Name of the stage whose output model this name stands for."
+    )
+    hf_id: str | None = Field(
+        None, description="Hub id such as Qwen/Qwen2.5-7B-Instruct (local cache only)."
+    )
+    revision: str = Field("main", description="Hub revision, with hf_id.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelDecl:
+        sources = [k for k in ("path", "toy", "from_") if getattr(self, k) is not None]
+        if len(sources) > 1 or (not sources and self.hf_id is None):
+            raise ValueError(
+                "give exactly one of path:, toy:, from: (or only hf_id:, resolved from the local HF cache)"
+            )
+        return self
+
+
+class DatasetDecl(Strict):
+    """A dataset declared once: a local file/directory, a toy-world generator, or a hub id.
+
+    As for models, `hf_id` alone means the local HF datasets cache (offline); next to `path`
+    or `toy` it only records where the real data comes from.
+    """
+
+    path: str | None = Field(
+        None, description="Local JSONL / parquet file or HF datasets directory."
+    )
+    type: DataType | None = Field(
+        None, description="What the rows are; required unless toy: says it."
+    )
+    format: str = Field(
+        "auto", description="Row layout (see data.formats); auto-detected by default."
+    )
+    toy: str | None = Field(
+        None, description="Toy-world generator task (see data.toy.tasks.TOY_TASKS)."
+    )
+    n: int = Field(1000, ge=1, le=10_000_000, description="Rows to generate (toy only).")
+    seed: int = Field(0, ge=0, description="Generator seed (toy only).")
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="Extra generator parameters (toy only)."
+    )
+    hf_id: str | None = Field(
+        None, description="Hub dataset id such as open-r1/OpenR1-Math-220k (local cache only)."
+    )
+    split: str = Field("train", description="Split, with hf_id.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DatasetDecl:
+        if self.path is not None and self.toy is not None:
+            raise ValueError("give one of path: or toy:, not both")
+        if self.path is None and self.toy is None and self.hf_id is None:
+            raise ValueError(
+                "give one of path: (a local file), toy: (a toy-world generator) or hf_id:"
+            )
+        if self.toy is None and self.type is None:
+            raise ValueError(
+                "a dataset needs type: (dataset, preference, prompts, corpus, benchmark)"
+            )
+        return self
+
+
+class Resources(Strict):
+    cpus: float = Field(
+        1.0, ge=0.0, le=1024.0, description="CPU cores reserved in Ray for this node."
+    )
+    gpus: float = Field(0.0, ge=0.0, le=1024.0, description="GPUs reserved in Ray for this node.")
+
+
+class RewardFn(Strict):
+    """A user reward function, named by an explicit path that `--plan` prints."""
+
+    path: str = Field(description="Python file defining the function.")
+    name: str = Field(
+        "compute_score",
+        description="Function name: compute_score(data_source, solution_str, ground_truth, extra_info=None).",
+    )
+
+
+class StageBase(Strict):
+    """Fields every stage has. Hyperparameters come from the kind's config model."""
+
+    name: str = Field(
+        pattern=NAME_RE, description="Unique stage name; node ids are `name[axis=value,...]`."
+    )
+    kind: str
+    backend: Backend = Field("native", description="Which engine runs this stage.")
+    description: str = Field("", description="Free text, shown in the plan.")
+    method: str | None = Field(
+        None, description="Method label (a name from `methods:`) used in result tables."
+    )
+    model: Ref | None = Field(
+        None, description="Input model: a declared model name, or {from: stage}."
+    )
+    data: Ref | None = Field(
+        None, description="Input data: a declared dataset name, or {from: stage}."
+    )
+    labels: dict[str, Scalar] = Field(
+        default_factory=dict, description="Extra labels for result tables."
+    )
+    resources: Resources = Field(
+        default_factory=Resources, description="Ray resources for this node."
+    )
+
+    @field_validator("labels")
+    @classmethod
+    def _label_names(cls, v: dict[str, Scalar]) -> dict[str, Scalar]:
+        for k in v:
+            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", k):
+                raise ValueError(f"label name {k!r} must be an identifier")
+        return v
+
+
+class PretrainStage(StageBase, PretrainConfig):
+    kind: Literal["pretrain"]
+
+
+class FilterStage(StageBase, FilterConfig):
+    kind: Literal["filter"]
+
+
+class SFTStage(StageBase, SFTConfig):
+    kind: Literal["sft"]
+
+
+class PSFTStage(StageBase, PSFTConfig):
+    kind: Literal["psft"]
+
+
+class DFTStage(StageBase, DFTConfig):
+    kind: Literal["dft"]
+
+
+class IWSFTStage(StageBase, IWSFTConfig):
+    kind: Literal["iwsft"]
+
+
+class DPOStage(StageBase, DPOConfig):
+    kind: Literal["dpo"]
+
+
+class GRPOStage(StageBase, GRPOConfig):
+    kind: Literal["grpo"]
+    reward: RewardFn | None = Field(
+        None, description="Custom reward function; default: Math-Verify answer check."
+    )
+
+
+class EvalStage(StageBase, EvalConfig):
+    kind: Literal["eval"]
+    benchmarks: list[str] = Field(
+        default_factory=list,
+        description="Declared benchmark datasets every suite may use (by name).",
+    )
+
+
+STAGE_MODELS: dict[str, type[StageBase]] = {
+    "pretrain": PretrainStage,
+    "filter": FilterStage,
+    "sft": SFTStage,
+    "psft": PSFTStage,
+    "dft": DFTStage,
+    "iwsft": IWSFTStage,
+    "dpo": DPOStage,
+    "grpo": GRPOStage,
+    "eval": EvalStage,
+}
+assert set(STAGE_MODELS) == set(BACKENDS) == set(DATA_TYPES)
+
+# Keys of a raw stage that composition consumes before validation.
+COMPOSE_KEYS = ("preset", "matrix")
+
+
+class Pipeline(Strict):
+    """The top level of a spec file (after `extends:` and profiles were applied)."""
+
+    name: str = Field(pattern=NAME_RE, description="Pipeline name; run names are `<name>-<hash>`.")
+    description: str = Field("", description="Free text.")
+    workspace: str = Field(
+        "results",
+        description="Output directory (artifacts, index, tables); overridden by --workspace.",
+    )
+    data_roots: list[str] = Field(
+        default_factory=list,
+        description="Directories that absolute data and model paths must lie in.",
+    )
+    interpreters: dict[Backend, str] = Field(
+        default_factory=dict,
+        description="Python interpreter per backend (default: the current one).",
+    )
+    vars: dict[str, Any] = Field(
+        default_factory=dict, description="Values substituted for ${vars.NAME}."
+    )
+    models: dict[str, ModelDecl] = Field(
+        default_factory=dict, description="Models, declared once by name."
+    )
+    datasets: dict[str, DatasetDecl] = Field(
+        default_factory=dict, description="Datasets, declared once by name."
+    )
+    methods: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Named bundles of stage fields, e.g. PSFT: {kind: psft, preset: math_psft}.",
+    )
+    defaults: dict[str, Any] = Field(
+        default_factory=dict, description="Stage fields applied to every stage whose kind has them."
+    )
+    stages: list[dict[str, Any]] = Field(min_length=1, description="The stages, in any order.")
+    tables: list[str] = Field(
+        default_factory=list, description="Result tables to print when the run ends."
+    )
+
+    @field_validator("models", "datasets", "methods")
+    @classmethod
+    def _names(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for k in v:
+            if not re.match(NAME_RE, k):
+                raise ValueError(
+                    f"name {k!r} must start with a letter and use letters, digits, _ . -"
+                )
+        return v

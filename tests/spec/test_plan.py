@@ -1,0 +1,213 @@
+"""Valid specs: composition precedence, matrix fan-out, fingerprints, cache status, CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from psft_orchestrator.plan.planner import build_plan
+
+REPO = Path(__file__).resolve().parents[2]
+SPECS = sorted((REPO / "specs").glob("*.yaml"))
+
+
+def write(tmp: Path, text: str, name: str = "spec.yaml") -> Path:
+    p = tmp / name
+    p.write_text(textwrap.dedent(text))
+    return p
+
+
+BASE = """
+name: t
+models:
+  m: {toy: micro}
+datasets:
+  d: {toy: math_sft, n: 16}
+  b: {toy: math_bench, n: 8}
+methods:
+  SFT: {kind: sft, lr: 0.01}
+  PSFT: {kind: psft, preset: math_psft, lr: 0.02}
+defaults:
+  seed: 7
+stages:
+  - name: train
+    model: m
+    data: d
+    max_length: 512
+    lr: 0.5
+    matrix:
+      method: [SFT, PSFT]
+      seed: [1, 2]
+      exclude: [{method: SFT, seed: 2}]
+  - name: eval
+    kind: eval
+    model: {from: train}
+    suites: [{type: math, benchmarks: [b]}]
+"""
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=[p.stem for p in SPECS])
+def test_every_shipped_spec_plans(spec: Path, tmp_path: Path):
+    plan = build_plan(spec, workspace=tmp_path)
+    assert plan.nodes
+    assert all(len(n.fingerprint) == 64 for n in plan.nodes)
+
+
+def test_matrix_fan_out_and_ids(tmp_path: Path):
+    plan = build_plan(write(tmp_path, BASE), workspace=tmp_path / "ws")
+    ids = [n.id for n in plan.nodes]
+    assert ids == [
+        "train[method=SFT,seed=1]",
+        "train[method=PSFT,seed=1]",
+        "train[method=PSFT,seed=2]",
+        "eval[method=SFT,seed=1]",
+        "eval[method=PSFT,seed=1]",
+        "eval[method=PSFT,seed=2]",
+    ]
+    ev = plan.node("eval[method=PSFT,seed=2]")
+    assert ev.parents["model"].id == "train[method=PSFT,seed=2]"
+    assert ev.labels["method"] == "PSFT" and ev.labels["model"] == "m" and ev.labels["seed"] == 2
+
+
+def test_precedence_defaults_preset_stage_method_matrix(tmp_path: Path):
+    plan = build_plan(write(tmp_path, BASE), workspace=tmp_path / "ws")
+    sft = plan.node("train[method=SFT,seed=1]").stage_model
+    psft = plan.node("train[method=PSFT,seed=2]").stage_model
+    assert sft.kind == "sft" and psft.kind == "psft"
+    assert sft.lr == 0.01 and psft.lr == 0.02  # method beats stage (0.5) and preset (1e-6)
+    assert psft.mini_batch_size == 32 and psft.epochs == 10  # from the preset
+    assert psft.max_length == 512  # stage beats preset (10240)
+    assert psft.seed == 2  # matrix beats defaults (7)
+
+
+def test_set_override_changes_only_downstream(tmp_path: Path):
+    spec = write(tmp_path, BASE)
+    a = {n.id: n.fingerprint for n in build_plan(spec, workspace=tmp_path / "ws").nodes}
+    b_plan = build_plan(spec, workspace=tmp_path / "ws", overrides=["train.max_length=256"])
+    b = {n.id: n.fingerprint for n in b_plan.nodes}
+    assert all(a[k] != b[k] for k in a)  # every node is downstream of train
+    assert b_plan.node("train[method=SFT,seed=1]").stage_model.max_length == 256
+    c = {
+        n.id: n.fingerprint
+        for n in build_plan(spec, workspace=tmp_path / "ws", overrides=["eval.description=x"]).nodes
+    }
+    assert c == a  # descriptions are not part of the fingerprint
+
+
+def test_fingerprint_tracks_input_content(tmp_path: Path):
+    data = tmp_path / "d.jsonl"
+    data.write_text(
+        '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}\n'
+    )
+    spec = write(
+        tmp_path,
+        """
+        name: t
+        models: {m: {toy: micro}}
+        datasets: {d: {path: d.jsonl, type: dataset}}
+        stages: [{name: s, kind: sft, model: m, data: d}]
+    """,
+    )
+    fp1 = build_plan(spec, workspace=tmp_path / "ws").nodes[0].fingerprint
+    assert build_plan(spec, workspace=tmp_path / "ws").nodes[0].fingerprint == fp1
+    data.write_text(data.read_text() * 2)
+    assert build_plan(spec, workspace=tmp_path / "ws").nodes[0].fingerprint != fp1
+
+
+def test_cache_status_from_success_marker(tmp_path: Path):
+    plan = build_plan(write(tmp_path, BASE), workspace=tmp_path / "ws")
+    node = plan.nodes[0]
+    assert not node.is_done(plan.workspace)
+    node.artifact_dir(plan.workspace).mkdir(parents=True)
+    (node.artifact_dir(plan.workspace) / "_SUCCESS").write_text("")
+    assert node.is_done(plan.workspace)
+
+
+def test_profile_and_extends(tmp_path: Path):
+    (tmp_path / "pipelines").mkdir()
+    write(
+        tmp_path / "pipelines",
+        """
+        name: tmpl
+        models: {m: {toy: micro}}
+        datasets: {d: {toy: math_sft, n: 16}}
+        stages: [{name: s, kind: sft, model: m, data: d, lr: 0.1}]
+        profiles:
+          small: {stages: [{name: s, lr: 0.3}], datasets: {d: {n: 4}}}
+    """,
+        "tmpl.yaml",
+    )
+    spec = write(
+        tmp_path,
+        """
+        extends: tmpl
+        name: child
+        stages: [{name: s, epochs: 3}]
+    """,
+    )
+    plan = build_plan(spec, workspace=tmp_path / "ws")
+    s = plan.nodes[0].stage_model
+    assert (plan.pipeline.name, s.lr, s.epochs) == ("child", 0.1, 3)
+    small = build_plan(spec, workspace=tmp_path / "ws", profile="small")
+    assert small.nodes[0].stage_model.lr == 0.3 and small.pipeline.datasets["d"].n == 4
+
+
+def test_plan_cli_json_and_fast_help(tmp_path: Path):
+    spec = write(tmp_path, BASE)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "psft_orchestrator.cli.run",
+            str(spec),
+            "--plan",
+            "--json",
+            "--workspace",
+            str(tmp_path / "ws"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    data = json.loads(out.stdout)
+    assert [n["status"] for n in data["nodes"]] == ["todo"] * 6
+    assert not (tmp_path / "ws").exists()  # --plan writes nothing
+    start = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "psft_orchestrator.cli.run", "--help"],
+        capture_output=True,
+        check=True,
+        timeout=60,
+    )
+    assert time.perf_counter() - start < 1.0
+
+
+def test_overlay_error_points_at_overlay_line(tmp_path: Path):
+    """A bad value that a profile merges into an existing stage is reported at the profile's line."""
+    spec = write(tmp_path, """
+        name: t
+        models: {m: {toy: micro}}
+        datasets: {d: {toy: math_sft, n: 16}}
+        stages:
+          - name: s
+            kind: sft
+            model: m
+            data: d
+        profiles:
+          bad:
+            stages:
+              - name: s
+                lr: -1
+    """)
+    from psft_orchestrator.spec.errors import SpecError
+
+    with pytest.raises(SpecError) as info:
+        build_plan(spec, workspace=tmp_path / "ws", profile="bad")
+    assert f"{spec}:14: s.lr: Input should be greater than 0" in info.value.render()
