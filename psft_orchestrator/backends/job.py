@@ -132,3 +132,8 @@ def _plain(v: Any) -> Any:
     if hasattr(v, "item"):
         return v.item()
     return v
+
+
+def config_for(job: Job, cls: type[BaseModel]) -> Any:
+    """The job's stage config as `cls` (e.g. PSFTConfig), dropping the stage-only fields."""
+    return cls.model_validate({k: v for k, v in job.config.items() if k in cls.model_fields})

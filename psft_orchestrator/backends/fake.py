@@ -1,0 +1,59 @@
+"""A fake backend for testing the orchestration layer quickly (never used for results).
+
+Selected for every node when `PSFT_FAKE_BACKEND=1` is set (the worker says so in the node's
+log). It writes the same files a real backend writes — metrics.jsonl, outputs of the node's
+artifact type, summary — derived deterministically from the fingerprint, so the run layer,
+the artifact store and the results index can be tested in seconds.
+
+Knobs (environment): PSFT_FAKE_SLEEP (seconds per node), PSFT_FAKE_FAIL (substring of node
+ids that fail with a deterministic error), PSFT_FAKE_STEPS (metric rows, default 5).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from psft_orchestrator.backends.job import Job, MetricsWriter
+
+
+def run(job: Job) -> dict[str, Any]:
+    fail = os.environ.get("PSFT_FAKE_FAIL")
+    if fail and fail in job.node_id:
+        raise ValueError(f"fake failure requested for {job.node_id} (PSFT_FAKE_FAIL={fail})")
+    steps = int(os.environ.get("PSFT_FAKE_STEPS", "5"))
+    sleep = float(os.environ.get("PSFT_FAKE_SLEEP", "0"))
+    seed = int(job.fingerprint[:8], 16)
+    with MetricsWriter(job.out / "metrics.jsonl") as m:
+        for step in range(1, steps + 1):
+            time.sleep(sleep / steps)
+            m.log(
+                step, loss=1.0 / step + (seed % 7) / 100, entropy=2.0 - step / (steps * 2), lr=1e-5
+            )
+            print(f"step {step}/{steps}", flush=True)
+    out = job.output_path()
+    if job.output_type == "model":
+        out.mkdir(parents=True, exist_ok=True)
+        src = Path(job.input("model").path) if "model" in job.inputs else None
+        if src and src.is_dir():
+            shutil.copytree(src, out, dirs_exist_ok=True)
+        (out / "fake.json").write_text(json.dumps({"node": job.node_id}))
+    elif job.output_type == "eval":
+        rows = [
+            {
+                "suite": "fake",
+                "benchmark": ref.name,
+                "metric": "acc",
+                "value": (seed >> i) % 100,
+                "n": 10,
+            }
+            for i, ref in enumerate(job.inputs.get("benchmarks", []))
+        ]
+        out.write_text(json.dumps(rows))
+    else:
+        shutil.copyfile(job.input("data").path, out)
+    return {"loss": 1.0 / steps, "fake": True}

@@ -1,0 +1,263 @@
+"""The paper's figures, redrawn from the index as PNG (matplotlib, Agg backend).
+
+- `training_dynamics`: entropy / loss / clipfrac / grad_norm vs step, one line per node (Fig. 1).
+- `eval_vs_step`: score vs training step from intermediate evals (Figs. 2-3, 5, 9).
+- `dpo_rewards`: DPO rewards/chosen and rewards/rejected vs step (Fig. 6b).
+- `clipped_tokens`: the most often clipped tokens (Fig. 8), from `clipped_tokens.jsonl` in the
+  node directory ({"step": N, "tokens": [[token, count], ...]} per line), or else from a
+  non-numeric metric `clipped_tokens` logged in metrics.jsonl (same [[token, count], ...]).
+
+Each function returns a matplotlib Figure (tests inspect its lines); `save()` writes it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .store import ResultsError
+from .tables import _Params, check_fields, field_sql
+
+if TYPE_CHECKING:
+    import duckdb
+    from matplotlib.figure import Figure
+
+CLIPPED_TOKENS_FILE = "clipped_tokens.jsonl"
+CLIPPED_TOKENS_KEY = "clipped_tokens"
+
+
+@dataclass
+class Selection:
+    """Which nodes a figure draws: explicit fingerprints, or a run / spec / label filter."""
+
+    nodes: list[str] | None = None
+    run: str | None = None
+    spec: str | None = None
+    where: list[tuple[str, str]] = field(default_factory=list)
+
+    def sql(self, con: duckdb.DuckDBPyConnection, params: _Params) -> str:
+        conds = []
+        if self.nodes:
+            conds.append(f"n.fingerprint IN (SELECT unnest({params(self.nodes)}::VARCHAR[]))")
+        if self.run:
+            conds.append(f"(n.run_id = {params(self.run)} OR n.fingerprint IN "
+                         f"(SELECT fingerprint FROM run_nodes WHERE run_id = {params(self.run)}))")
+        if self.spec:
+            conds.append(f"n.spec_name = {params(self.spec)}")
+        if self.where:
+            check_fields(con, [k for k, _ in self.where], {})
+        for key, value in self.where:
+            conds.append(f"CAST({field_sql(key, params)} AS VARCHAR) = {params(value)}")
+        return " AND ".join(conds) or "TRUE"
+
+
+def _nodes(con: duckdb.DuckDBPyConnection, sel: Selection, extra_where: str = "TRUE",
+           params: _Params | None = None) -> list[tuple[str, str]]:
+    """(fingerprint, legend label) of the selected nodes, ordered by method then seed.
+    `params`: the parameters already bound in `extra_where`."""
+    params = params or _Params()
+    where = sel.sql(con, params)
+    rows = con.execute(
+        f"SELECT n.fingerprint, n.method, n.seed, n.node_id, n.model FROM nodes n WHERE {where} AND {extra_where} "
+        "ORDER BY n.model, n.method, n.seed, n.node_id", params.values,
+    ).fetchall()
+    methods = [r[1] for r in rows]
+    models = {r[4] for r in rows}
+    out = []
+    for fp, method, seed, node_id, model in rows:
+        label = method or node_id
+        if method and len(models) > 1:
+            label = f"{model} {method}"
+        if method and methods.count(method) > 1:
+            label += f" (seed {seed})" if seed is not None else f" ({fp[:8]})"
+        out.append((fp, label))
+    return out
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _series(con: duckdb.DuckDBPyConnection, fp: str, key: str) -> tuple[list[float], list[float]]:
+    rows = con.execute(
+        "SELECT step, last(value) FROM metrics WHERE fingerprint = ? AND key = ? AND step IS NOT NULL "
+        "GROUP BY step ORDER BY step", [fp, key]).fetchall()
+    return [r[0] for r in rows], [r[1] for r in rows]
+
+
+def _metric_figure(con: duckdb.DuckDBPyConnection, sel: Selection, keys: list[str], title: str,
+                   what: str) -> Figure:
+    params = _Params()
+    has = f"n.fingerprint IN (SELECT fingerprint FROM metrics WHERE key IN (SELECT unnest({params(keys)}::VARCHAR[])))"
+    nodes = _nodes(con, sel, has, params)
+    if not nodes:
+        raise ResultsError(f"no selected node logged {', '.join(keys)}; check --run/--spec/--where/--nodes "
+                           f"(`psft-results metrics NODE` shows what a node logged)")
+    plt = _plt()
+    ncols = min(len(keys), 2)
+    nrows = (len(keys) + ncols - 1) // ncols
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.5 * ncols, 3.6 * nrows), squeeze=False)
+    for ax, key in zip(axes.flat, keys, strict=False):
+        for fp, label in nodes:
+            xs, ys = _series(con, fp, key)
+            if xs:
+                ax.plot(xs, ys, label=label, linewidth=1.2)
+        ax.set_title(key)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=8)
+    for ax in list(axes.flat)[len(keys):]:
+        ax.set_visible(False)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def training_dynamics(con: duckdb.DuckDBPyConnection, sel: Selection, keys: list[str]) -> Figure:
+    """Metrics vs step, one panel per key, one line per node (paper Fig. 1: entropy)."""
+    return _metric_figure(con, sel, keys, "Training dynamics", "metrics")
+
+
+def dpo_rewards(con: duckdb.DuckDBPyConnection, sel: Selection) -> Figure:
+    """rewards/chosen and rewards/rejected vs step in one panel per node (paper Fig. 6b)."""
+    keys = ["rewards/chosen", "rewards/rejected"]
+    params = _Params()
+    has = f"n.fingerprint IN (SELECT fingerprint FROM metrics WHERE key IN (SELECT unnest({params(keys)}::VARCHAR[])))"
+    nodes = _nodes(con, sel, has, params)
+    if not nodes:
+        raise ResultsError("no selected node logged rewards/chosen or rewards/rejected (DPO stages log them)")
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(nodes), figsize=(5.5 * len(nodes), 3.6), squeeze=False)
+    for ax, (fp, label) in zip(axes.flat, nodes, strict=True):
+        for key, color in zip(keys, ("tab:green", "tab:red"), strict=True):
+            xs, ys = _series(con, fp, key)
+            if xs:
+                ax.plot(xs, ys, label=key.split("/")[1], color=color, linewidth=1.2)
+        ax.axhline(0, color="gray", linewidth=0.6)
+        ax.set_title(label)
+        ax.set_xlabel("step")
+        ax.set_ylabel("reward")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle("DPO rewards")
+    fig.tight_layout()
+    return fig
+
+
+def eval_vs_step(con: duckdb.DuckDBPyConnection, sel: Selection, benchmarks: list[str],
+                 mean: bool = False) -> Figure:
+    """Score vs training step, one panel per benchmark (or their mean), one line per method.
+
+    The step of a score is its ScoreRow.step, or else the eval node's `step` label (for
+    pipelines that evaluate each checkpoint with its own eval node). Seeds are averaged.
+    """
+    params = _Params()
+    where = sel.sql(con, params)
+    globs = " OR ".join(f"s.benchmark GLOB {params(g)}" for g in benchmarks)
+    step_label = field_sql("step", params, {})  # the label, not s.step
+    rows = con.execute(
+        f"""
+        SELECT coalesce(n.model, '') AS model, coalesce(n.method, n.node_id) AS method, s.benchmark,
+               coalesce(s.step, TRY_CAST({step_label} AS BIGINT)) AS x, avg(s.value) AS y
+        FROM nodes n JOIN scores s ON s.fingerprint = n.fingerprint
+        WHERE {where} AND ({globs}) AND coalesce(s.step, TRY_CAST({step_label} AS BIGINT)) IS NOT NULL
+        GROUP BY ALL ORDER BY model, method, benchmark, x
+        """, params.values).fetchall()
+    if not rows:
+        raise ResultsError("no intermediate eval scores (scores with a step, or eval nodes with a `step` label) "
+                           "among the selected nodes")
+    series: dict[str, dict[tuple[str, str], dict[int, float]]] = {}
+    models = {r[0] for r in rows}
+    for model, method, bench, x, y in rows:
+        panel = "mean" if mean else bench
+        label = f"{model} {method}" if len(models) > 1 else method
+        series.setdefault(panel, {}).setdefault((label, bench), {})[x] = y
+    plt = _plt()
+    panels = sorted(series)
+    ncols = min(len(panels), 3)
+    nrows = (len(panels) + ncols - 1) // ncols
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5 * ncols, 3.6 * nrows), squeeze=False)
+    for ax, panel in zip(axes.flat, panels, strict=False):
+        lines: dict[str, dict[int, list[float]]] = {}
+        for (label, _bench), pts in series[panel].items():
+            for x, y in pts.items():
+                lines.setdefault(label, {}).setdefault(x, []).append(y)
+        for label, pts in sorted(lines.items()):
+            xs = sorted(pts)
+            ax.plot(xs, [sum(pts[x]) / len(pts[x]) for x in xs], marker="o", markersize=3, label=label)
+        ax.set_title(f"mean of {', '.join(benchmarks)}" if mean else panel)
+        ax.set_xlabel("step")
+        ax.set_ylabel("score")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    fig.suptitle("Eval score vs step")
+    fig.tight_layout()
+    return fig
+
+
+def clipped_token_counts(con: duckdb.DuckDBPyConnection, fp: str) -> Counter[str]:
+    """Token -> times clipped, summed over steps."""
+    counts: Counter[str] = Counter()
+    rows = con.execute("SELECT artifact_path FROM nodes WHERE fingerprint = ?", [fp]).fetchall()
+    row = rows[0] if rows else None
+    path = Path(row[0]) / CLIPPED_TOKENS_FILE if row and row[0] else None
+    if path is not None and path.exists():
+        for line in path.read_text().splitlines():
+            if line.strip():
+                try:
+                    _add_tokens(counts, json.loads(line).get("tokens"))
+                except (ValueError, AttributeError):
+                    continue
+        return counts
+    for (value,) in con.execute("SELECT value FROM metric_values WHERE fingerprint = ? AND key = ?",
+                                [fp, CLIPPED_TOKENS_KEY]).fetchall():
+        _add_tokens(counts, json.loads(value))
+    return counts
+
+
+def _add_tokens(counts: Counter[str], tokens: Any) -> None:
+    if isinstance(tokens, dict):
+        tokens = list(tokens.items())
+    for item in tokens or []:
+        if isinstance(item, list | tuple) and len(item) == 2 and isinstance(item[1], int | float):
+            counts[str(item[0])] += int(item[1])
+
+
+def clipped_tokens(con: duckdb.DuckDBPyConnection, sel: Selection, top: int = 20) -> Figure:
+    """Horizontal bars of the `top` most often clipped tokens, one panel per node (Fig. 8)."""
+    nodes = [(fp, label, c) for fp, label in _nodes(con, sel) if (c := clipped_token_counts(con, fp))]
+    if not nodes:
+        raise ResultsError(f"no selected node has {CLIPPED_TOKENS_FILE} or a {CLIPPED_TOKENS_KEY!r} metric "
+                           f"(PSFT stages record them)")
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(nodes), figsize=(5 * len(nodes), 0.28 * top + 1.5), squeeze=False)
+    for ax, (_fp, label, counts) in zip(axes.flat, nodes, strict=True):
+        common = counts.most_common(top)[::-1]
+        ax.barh([repr(t)[1:-1] for t, _ in common], [c for _, c in common], color="tab:purple")
+        ax.set_title(label)
+        ax.set_xlabel("times clipped")
+    fig.suptitle("Most often clipped tokens")
+    fig.tight_layout()
+    return fig
+
+
+def save(fig: Figure, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    _plt().close(fig)
+    return path
+
+
+__all__ = ["Selection", "clipped_tokens", "dpo_rewards", "eval_vs_step", "save", "training_dynamics"]

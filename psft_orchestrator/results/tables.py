@@ -1,0 +1,535 @@
+"""Paper-style tables, defined as data (results/tables/*.yaml) and computed with SQL.
+
+A definition says which eval nodes to include (`filter`), how to group them into rows
+(`rows`, e.g. [model, method]; seeds are aggregated), which benchmarks make the columns
+(in the paper's order and with its headers, or `columns: auto`), which score metric to read
+per column, and whether to append an "Avg." column (the plain mean of the row's cells).
+See docs/results.md for every field.
+
+The same definition computes the table from our index (`source=None`) or from imported
+published numbers (`source="paper"`), and `with_paper=` interleaves the two.
+
+Every value that comes from a user (definition files, --where, benchmark names) reaches
+SQL as a bound parameter; the only names placed in SQL text come from the fixed `NODE_FIELDS`
+/ `SCORE_FIELDS` maps below.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+from collections.abc import Sequence
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .render import Grid, GridRow, render
+from .store import ResultsError, UsageError
+
+if TYPE_CHECKING:
+    import duckdb
+
+NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
+REPO_TABLES_DIR = Path(__file__).resolve().parents[2] / "results" / "tables"
+AVG_TOLERANCE = 0.01
+
+# Fields a table row / pivot / --where may name, and the SQL they stand for. Any other name is
+# looked up as a label key (bound as a parameter).
+NODE_FIELDS: dict[str, str] = {
+    "method": "n.method", "model": "n.model", "seed": "n.seed", "stage": "n.stage",
+    "kind": "n.kind", "backend": "n.backend", "spec": "n.spec_name", "spec_name": "n.spec_name",
+    "node_id": "n.node_id", "run_id": "n.run_id", "fingerprint": "n.fingerprint",
+}
+SCORE_FIELDS: dict[str, str] = {"suite": "s.suite", "benchmark": "s.benchmark", "metric": "s.metric", "step": "s.step"}
+METRIC_FIELDS: dict[str, str] = {"key": "m.key"}
+AGGREGATES: dict[str, str] = {"mean": "avg", "median": "median", "min": "min", "max": "max"}
+
+
+class TableDefError(UsageError):
+    """A table definition file is invalid (the message names file:line)."""
+
+
+# --- definitions ------------------------------------------------------------------------------
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _as_list(v: Any) -> Any:
+    return [v] if isinstance(v, str) else v
+
+
+class Column(_Strict):
+    """One benchmark column."""
+
+    header: str = Field(description="Column header as printed (the paper's spelling).")
+    benchmark: list[str] = Field(description="Benchmark name(s) in scores.json; matched case-insensitively.")
+    metric: list[str] | None = Field(None, description="Metric glob(s); default: the table's `metric`.")
+    external: str | None = Field(None, description="Benchmark name in imported results; default: header.")
+
+    _list = field_validator("benchmark", "metric", mode="before")(_as_list)
+
+
+class AutoColumns(_Strict):
+    include: list[str] = Field(["*"], description="Benchmark globs to include; also their order.")
+    exclude: list[str] = Field(default_factory=list)
+
+    _list = field_validator("include", "exclude", mode="before")(_as_list)
+
+
+class Filter(_Strict):
+    """Which eval nodes and scores feed the table. Globs (`*`, `?`) allowed in text fields."""
+
+    spec: str | None = None
+    stage: str | None = None
+    kind: str | None = "eval"
+    suite: str | None = None
+    labels: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    step: Literal["final"] | int = Field(
+        "final", description="'final': each node's final eval (step null, else its last step); or a step number."
+    )
+
+
+class TableDef(_Strict):
+    name: str = ""
+    title: str = ""
+    description: str = ""
+    paper_table: str | None = Field(None, description="The `table` value of these numbers in imported CSVs.")
+    rows: list[str] = Field(["model", "method"], min_length=1)
+    row_order: dict[str, list[str]] = Field(default_factory=dict)
+    columns: list[Column] | None = Field(None, description="None (YAML `auto`): whatever benchmarks exist.")
+    auto_columns: AutoColumns = Field(default_factory=AutoColumns)
+    metric: list[str] = Field(["*"], description="Default metric glob(s) for every column.")
+    aggregate: Literal["mean", "median", "min", "max"] = "mean"
+    decimals: int = Field(2, ge=0, le=6)
+    avg: bool = True
+    avg_header: str = "Avg."
+    filter: Filter = Field(default_factory=Filter)
+    source_file: str = Field("", exclude=True)
+
+    _list = field_validator("metric", mode="before")(_as_list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _auto(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("columns") == "auto":
+            data = {**data, "columns": None}
+        return data
+
+    @field_validator("rows")
+    @classmethod
+    def _names(cls, rows: list[str]) -> list[str]:
+        for r in rows:
+            if not NAME_RE.match(r):
+                raise ValueError(f"row field {r!r} is not a valid name (letters, digits, _ . -)")
+        return rows
+
+    @field_validator("row_order", mode="before")
+    @classmethod
+    def _order_text(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: [str(x) for x in vals] if isinstance(vals, list) else vals for k, vals in v.items()}
+        return v
+
+    @property
+    def auto(self) -> bool:
+        return self.columns is None
+
+
+def tables_dirs(workspace: str | Path | None = None) -> list[Path]:
+    """Where definitions are looked up: $PSFT_TABLES_DIR (':'-separated) or the repo's
+    results/tables, then `<workspace>/tables` (local additions; same name = first wins)."""
+    env = os.environ.get("PSFT_TABLES_DIR")
+    dirs = [Path(p) for p in env.split(os.pathsep) if p] if env else [REPO_TABLES_DIR]
+    if workspace is not None:
+        dirs.append(Path(workspace) / "tables")
+    seen, out = set(), []
+    for d in dirs:
+        key = d.resolve()
+        if key not in seen and d.is_dir():
+            seen.add(key)
+            out.append(d)
+    return out
+
+
+def load_definition(path: str | Path) -> TableDef:
+    """Parse and validate one YAML definition; errors name file:line and the key."""
+    from psft_orchestrator.spec.errors import SpecError
+    from psft_orchestrator.spec.yamlsrc import load_yaml
+
+    path = Path(path)
+    try:
+        doc = load_yaml(path)
+    except SpecError as e:
+        raise TableDefError(str(e)) from None
+    if not isinstance(doc.data, dict):
+        raise TableDefError(f"error: {path}:1: a table definition must be a mapping")
+    try:
+        tdef = TableDef.model_validate(doc.data)
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            keys = _doc_path(doc.data, err["loc"])
+            where = doc.loc(keys)
+            key = ".".join(str(k) for k in keys) or "<top level>"
+            lines.append(f"error: {where}: {key}: {err['msg']}")
+        raise TableDefError("\n".join(lines)) from None
+    tdef.name = tdef.name or path.stem
+    tdef.source_file = str(path)
+    if not NAME_RE.match(tdef.name):
+        raise TableDefError(f"error: {path}: name {tdef.name!r} must be letters, digits, _ . -")
+    return tdef
+
+
+def _doc_path(data: Any, loc: Sequence[Any]) -> tuple[Any, ...]:
+    """Pydantic's error location minus its type-name parts (e.g. 'list[Column]')."""
+    out: list[Any] = []
+    for part in loc:
+        in_dict = isinstance(data, dict) and part in data
+        in_list = isinstance(data, list) and isinstance(part, int) and part < len(data)
+        if in_dict or in_list:
+            data = data[part]
+            out.append(part)
+    return tuple(out)
+
+
+def load_definitions(dirs: Sequence[Path]) -> dict[str, TableDef]:
+    defs: dict[str, TableDef] = {}
+    for d in dirs:
+        here: dict[str, str] = {}
+        for path in sorted([*d.glob("*.yaml"), *d.glob("*.yml")]):
+            tdef = load_definition(path)
+            if tdef.name in here:
+                raise TableDefError(f"error: {path}: table name {tdef.name!r} is also defined in {here[tdef.name]}")
+            here[tdef.name] = str(path)
+            defs.setdefault(tdef.name, tdef)
+    return defs
+
+
+def get_definition(name: str, dirs: Sequence[Path]) -> TableDef:
+    defs = load_definitions(dirs)
+    if name not in defs:
+        from psft_orchestrator.spec.errors import did_you_mean
+
+        where = ", ".join(str(d) for d in dirs) or "(no definition directories found)"
+        raise UsageError(f"no table named {name!r}{did_you_mean(name, defs)}; definitions are read from {where}")
+    return defs[name]
+
+
+# --- computing ------------------------------------------------------------------------------
+
+
+class _Params:
+    """Collects bound parameters and hands out their $names."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, Any] = {}
+
+    def __call__(self, value: Any) -> str:
+        name = f"p{len(self.values)}"
+        self.values[name] = value
+        return f"${name}"
+
+
+def field_sql(name: str, params: _Params, extra: dict[str, str] | None = None) -> str:
+    """SQL for a node field, an extra (score/metric) field, or a label looked up by key."""
+    if name in NODE_FIELDS:
+        return NODE_FIELDS[name]
+    if extra and name in extra:
+        return extra[name]
+    if not NAME_RE.match(name):
+        raise UsageError(f"{name!r} is not a valid field or label name")
+    return f"(SELECT l.value FROM labels l WHERE l.fingerprint = n.fingerprint AND l.key = {params(name)})"
+
+
+def check_fields(con: duckdb.DuckDBPyConnection, names: Sequence[str], extra: dict[str, str]) -> None:
+    """Every name must be a known field or a label key present in the index."""
+    from psft_orchestrator.spec.errors import did_you_mean
+
+    labels = {r[0] for r in con.execute("SELECT DISTINCT key FROM labels").fetchall()}
+    known = set(NODE_FIELDS) | set(extra) | labels
+    for name in names:
+        if name not in known:
+            raise UsageError(f"unknown field or label {name!r}{did_you_mean(name, known)}")
+
+
+def _filter_sql(f: Filter, params: _Params, spec: str | None) -> list[str]:
+    where = []
+    for value, col in ((f.spec, "n.spec_name"), (f.stage, "n.stage"), (f.kind, "n.kind"), (f.suite, "s.suite")):
+        if value is not None:
+            where.append(f"{col} GLOB {params(value)}")
+    if spec is not None:
+        where.append(f"n.spec_name = {params(spec)}")
+    for key, value in f.labels.items():
+        text = str(value).lower() if isinstance(value, bool) else str(value)
+        where.append(
+            "EXISTS (SELECT 1 FROM labels l WHERE l.fingerprint = n.fingerprint "
+            f"AND l.key = {params(key)} AND l.value = {params(text)})"
+        )
+    if f.step != "final":
+        where.append(f"s.step = {params(int(f.step))}")
+    return where
+
+
+def _auto_columns(con: duckdb.DuckDBPyConnection, tdef: TableDef, spec: str | None) -> list[Column]:
+    params = _Params()
+    where = [*_filter_sql(tdef.filter, params, spec), _any_glob("s.metric", tdef.metric, params)]
+    found = con.execute(
+        f"SELECT DISTINCT s.benchmark, s.metric FROM nodes n JOIN scores s USING (fingerprint) "
+        f"WHERE {' AND '.join(where)}", params.values,
+    ).fetchall()
+    return _pick_auto(tdef.auto_columns, found)
+
+
+def _pick_auto(auto: AutoColumns, found: list[tuple[str, str]]) -> list[Column]:
+    per_bench: dict[str, set[str]] = {}
+    for bench, metric in found:
+        per_bench.setdefault(bench, set()).add(metric)
+
+    def rank(bench: str) -> tuple[int, list[Any]]:
+        hits = [i for i, g in enumerate(auto.include) if fnmatch.fnmatchcase(bench, g)]
+        return (hits[0] if hits else len(auto.include), natural_key(bench))
+
+    benches = [b for b in per_bench if any(fnmatch.fnmatchcase(b, g) for g in auto.include)
+               and not any(fnmatch.fnmatchcase(b, g) for g in auto.exclude)]
+    cols = []
+    for bench in sorted(benches, key=rank):
+        metrics = sorted(per_bench[bench], key=natural_key)
+        for metric in metrics:
+            header = bench if len(metrics) == 1 else f"{bench} {metric}"
+            cols.append(Column(header=header, benchmark=[bench], metric=[metric]))
+    return cols
+
+
+def _any_glob(col: str, globs: Sequence[str], params: _Params) -> str:
+    return "(" + " OR ".join(f"{col} GLOB {params(g)}" for g in globs) + ")"
+
+
+def compute_ours(con: duckdb.DuckDBPyConnection, tdef: TableDef, columns: list[Column],
+                 spec: str | None = None) -> dict[tuple[str, ...], list[float | None]]:
+    """Cells from the index: {row key: [value per column]}; seeds aggregated."""
+    if not columns:
+        return {}
+    params = _Params()
+    benches, idx, metrics = [], [], []
+    for i, col in enumerate(columns):
+        for b in col.benchmark:
+            for m in col.metric or tdef.metric:
+                benches.append(b.lower())
+                idx.append(i)
+                metrics.append(m)
+    dims = [f"{field_sql(d, params)} AS d{k}" for k, d in enumerate(tdef.rows)]
+    dim_names = ", ".join(f"d{k}" for k in range(len(tdef.rows)))
+    where = _filter_sql(tdef.filter, params, spec) or ["TRUE"]
+    cols = f"SELECT unnest({params(benches)}::VARCHAR[]) AS bench, unnest({params(idx)}::INTEGER[]) AS col, " \
+           f"unnest({params(metrics)}::VARCHAR[]) AS metric_glob"
+    sql = f"""
+        WITH cols AS ({cols}),
+        sel AS (
+            SELECT {', '.join(dims)}, c.col, s.metric, s.value, n.fingerprint,
+                   row_number() OVER (PARTITION BY n.fingerprint, c.col, s.metric
+                                      ORDER BY s.step IS NULL DESC, s.step DESC) AS rk
+            FROM nodes n JOIN scores s ON s.fingerprint = n.fingerprint
+            JOIN cols c ON lower(s.benchmark) = c.bench AND s.metric GLOB c.metric_glob
+            WHERE {' AND '.join(where)}
+        )
+        SELECT {dim_names}, col, list(DISTINCT metric ORDER BY metric), {AGGREGATES[tdef.aggregate]}(value)
+        FROM sel WHERE rk = 1 GROUP BY {dim_names}, col
+    """
+    out: dict[tuple[str, ...], list[float | None]] = {}
+    nd = len(tdef.rows)
+    for rec in con.execute(sql, params.values).fetchall():
+        key = tuple("–" if v is None else str(v) for v in rec[:nd])
+        col, found_metrics, value = rec[nd], rec[nd + 1], rec[nd + 2]
+        if len(found_metrics) > 1:
+            raise UsageError(
+                f"table {tdef.name}: column {columns[col].header!r} matches several metrics "
+                f"({', '.join(found_metrics)}) for row {' / '.join(key)}; set `metric:` for that "
+                f"column in {tdef.source_file or 'its definition'}"
+            )
+        out.setdefault(key, [None] * len(columns))[col] = value
+    return out
+
+
+def compute_external(con: duckdb.DuckDBPyConnection, tdef: TableDef, columns: list[Column] | None,
+                     source: str) -> tuple[list[Column], dict[tuple[str, ...], list[float | None]], dict[tuple[str, ...], float]]:
+    """Cells from imported results, plus each row's reported average (if any)."""
+    if tdef.paper_table is None:
+        raise UsageError(f"table {tdef.name} has no `paper_table:`, so it cannot be read from source {source!r}")
+    bad = [d for d in tdef.rows if d not in ("model", "method")]
+    if bad:
+        raise UsageError(f"table {tdef.name}: imported results only have model and method, not {', '.join(bad)}")
+    recs = con.execute(
+        "SELECT model, method, benchmark, score, reported_avg FROM external_results "
+        "WHERE source = ? AND table_id = ? ORDER BY rowid", [source, tdef.paper_table],
+    ).fetchall()
+    if columns is None:  # auto: the source's benchmarks in its own order
+        names = list(dict.fromkeys(r[2] for r in recs))
+        columns = [Column(header=b, benchmark=[b]) for b in names]
+    by_name = {(c.external or c.header).lower(): i for i, c in enumerate(columns)}
+    cells: dict[tuple[str, ...], list[float | None]] = {}
+    reported: dict[tuple[str, ...], float] = {}
+    for model, method, bench, score, rep in recs:
+        key = tuple({"model": model, "method": method}[d] for d in tdef.rows)
+        i = by_name.get(bench.lower())
+        if i is None:
+            continue
+        cells.setdefault(key, [None] * len(columns))[i] = score
+        if rep is not None:
+            reported[key] = rep
+    return columns, cells, reported
+
+
+def compute_table(con: duckdb.DuckDBPyConnection, tdef: TableDef, *, source: str | None = None,
+                  with_paper: str | None = None, spec: str | None = None) -> Grid:
+    """The table as a Grid. `source`: read imported results of that source instead of our
+    index; `with_paper`: put that source's rows beside ours; `spec`: only this spec's nodes."""
+    columns = tdef.columns
+    ours: dict[tuple[str, ...], list[float | None]] = {}
+    theirs: dict[tuple[str, ...], list[float | None]] = {}
+    reported: dict[tuple[str, ...], float] = {}
+    ext_name = source or with_paper
+    if source is None:
+        if columns is None:
+            columns = _auto_columns(con, tdef, spec)
+        ours = compute_ours(con, tdef, columns, spec)
+    if ext_name is not None:
+        columns, theirs, reported = compute_external(con, tdef, columns, ext_name)
+    assert columns is not None
+
+    labelled = with_paper is not None
+    entries: list[tuple[tuple[str, ...], int, str, list[float | None]]] = []
+    for key, vals in ours.items():
+        entries.append((key, 0, "ours", vals))
+    for key, vals in theirs.items():
+        entries.append((key, 1, ext_name or "", vals))
+    entries.sort(key=lambda e: (_row_rank(tdef, e[0]), e[1]))
+
+    grid = Grid(
+        title=tdef.title or tdef.name,
+        key_headers=[*tdef.rows, *(["source"] if labelled else [])],
+        value_headers=[c.header for c in columns] + ([tdef.avg_header] if tdef.avg else []),
+        rows=[], decimals=tdef.decimals,
+    )
+    for key, is_ext, who, vals in entries:
+        row = GridRow(keys=[*key, *([who] if labelled else [])], values=list(vals))
+        if tdef.avg:
+            mean = row_mean(vals)
+            row.values.append(mean)
+            rep = reported.get(key) if is_ext else None
+            if mean is not None and rep is not None and abs(rep - mean) > AVG_TOLERANCE + 1e-9:
+                grid.footnotes.append(
+                    f"{who} reports Avg. {rep:.{tdef.decimals}f} for {' / '.join(key)}; "
+                    f"the mean of the row's {len(vals)} scores is {mean:.{tdef.decimals}f} (shown)."
+                )
+                row.marks[len(vals)] = len(grid.footnotes)
+        grid.rows.append(row)
+    return grid
+
+
+def row_mean(values: Sequence[float | None]) -> float | None:
+    """Plain mean of a row, computed in decimal from the values' shortest representation
+    (so 2-decimal inputs give the exact mean); None if any cell is missing."""
+    if not values or any(v is None or v != v for v in values):
+        return None
+    total = sum((Decimal(repr(v)) for v in values), Decimal(0))
+    return float(total / len(values))
+
+
+def natural_key(text: Any) -> list[Any]:
+    return [(0, int(t), "") if t.isdigit() else (1, 0, t.lower()) for t in re.split(r"(\d+)", str(text)) if t]
+
+
+def _row_rank(tdef: TableDef, key: tuple[str, ...]) -> list[Any]:
+    out: list[Any] = []
+    for dim, value in zip(tdef.rows, key, strict=True):
+        order = tdef.row_order.get(dim, [])
+        out.append((order.index(value) if value in order else len(order), natural_key(value)))
+    return out
+
+
+# --- generic pivot ----------------------------------------------------------------------------
+
+
+def pivot(con: duckdb.DuckDBPyConnection, rows: Sequence[str], cols: Sequence[str],
+          where: Sequence[tuple[str, str]] = (), *, source: Literal["scores", "metrics"] = "scores",
+          aggregate: str = "mean", decimals: int = 2) -> Grid:
+    """Group `source` rows by `rows` × `cols` and aggregate their values.
+
+    scores: every eval score row; fields include suite, benchmark, metric, step.
+    metrics: each node's last logged value of every key; fields include key.
+    """
+    if aggregate not in AGGREGATES:
+        raise UsageError(f"--agg {aggregate!r}: choose one of {', '.join(AGGREGATES)}")
+    if not rows or not cols:
+        raise UsageError("pivot needs at least one --rows field and one --cols field")
+    extra = SCORE_FIELDS if source == "scores" else METRIC_FIELDS
+    check_fields(con, [*rows, *cols, *(k for k, _ in where)], extra)
+    params = _Params()
+    dims = [f"CAST({field_sql(d, params, extra)} AS VARCHAR) AS d{i}" for i, d in enumerate([*rows, *cols])]
+    conds = [f"CAST({field_sql(k, params, extra)} AS VARCHAR) = {params(v)}" for k, v in where] or ["TRUE"]
+    if source == "scores":
+        base = "nodes n JOIN scores s ON s.fingerprint = n.fingerprint"
+    else:
+        base = ("nodes n JOIN (SELECT fingerprint, key, arg_max(value, step) AS value FROM metrics "
+                "GROUP BY fingerprint, key) m ON m.fingerprint = n.fingerprint")
+    value = "s.value" if source == "scores" else "m.value"
+    groups = ", ".join(f"d{i}" for i in range(len(rows) + len(cols)))
+    sql = (f"SELECT {groups}, {AGGREGATES[aggregate]}(v) FROM (SELECT {', '.join(dims)}, {value} AS v "
+           f"FROM {base} WHERE {' AND '.join(conds)}) GROUP BY {groups}")
+    recs = con.execute(sql, params.values).fetchall()
+    nr, nc = len(rows), len(cols)
+    col_keys = sorted({tuple(r[nr:nr + nc]) for r in recs}, key=lambda k: [natural_key(x) for x in k])
+    row_keys = sorted({tuple(r[:nr]) for r in recs}, key=lambda k: [natural_key(x) for x in k])
+    cells = {(tuple(r[:nr]), tuple(r[nr:nr + nc])): r[-1] for r in recs}
+    grid = Grid(title="", key_headers=list(rows),
+                value_headers=["/".join("–" if x is None else x for x in c) for c in col_keys],
+                rows=[], decimals=decimals)
+    for rk in row_keys:
+        grid.rows.append(GridRow(keys=["–" if x is None else x for x in rk],
+                                 values=[cells.get((rk, ck)) for ck in col_keys]))
+    return grid
+
+
+def parse_where(items: Sequence[str]) -> list[tuple[str, str]]:
+    out = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--where {item!r}: expected key=value")
+        out.append((key.strip(), value))
+    return out
+
+
+# --- for the run layer -------------------------------------------------------------------------
+
+
+def publish_tables(workspace: str | Path, spec_name: str) -> list[tuple[str, str]]:
+    """(table name, markdown) for every defined table that has rows for this spec's nodes.
+
+    Called when a run ends (the run layer turns them into Prefect table artifacts). Tables
+    whose `filter.spec` does not match `spec_name` are skipped. Never raises for a missing
+    index: returns [] instead.
+    """
+    from .store import IndexMissingError, reader
+
+    defs = load_definitions(tables_dirs(workspace))
+    out = []
+    try:
+        with reader(workspace) as con:
+            for name, tdef in sorted(defs.items()):
+                if tdef.filter.spec is not None and not fnmatch.fnmatchcase(spec_name, tdef.filter.spec):
+                    continue
+                try:
+                    grid = compute_table(con, tdef, spec=spec_name)
+                except ResultsError:
+                    continue
+                if grid.rows:
+                    out.append((name, render(grid, "markdown")))
+    except IndexMissingError:
+        return []
+    return out

@@ -1,0 +1,621 @@
+"""Execute a plan: one Prefect flow run, one Prefect task run per node, one Ray task per node.
+
+Each node runs in its own thread, which waits for its parents, then submits a Ray task with
+the node's resources; the Ray task starts the backend worker as a subprocess with the
+backend's interpreter (`python -m psft_orchestrator.backends.worker job.json`). Ray decides
+what runs concurrently, so independent branches run at once up to the cluster's resources.
+The orchestrator process alone writes the DuckDB index, right after each node finishes.
+
+Done nodes (`_SUCCESS` present) are never redone. When every node is done, neither Ray nor
+Prefect is started: the run only prints its summary.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from contextvars import copy_context
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from psft_orchestrator import __version__
+from psft_orchestrator.backends.job import InputRef, Job
+from psft_orchestrator.plan.fingerprint import backend_version
+from psft_orchestrator.plan.planner import Node, Plan
+
+from . import store
+from .inputs import MissingInput, materialize_toy, resolve_hub
+from .lock import WorkspaceBusy, workspace_lock
+
+RETRIES_INFRA = (
+    1  # extra attempts after a crash that may not happen again (Ray worker lost, signal)
+)
+EXIT_DETERMINISTIC = 3  # backends.worker: the same failure would happen again
+
+
+@dataclass
+class NodeResult:
+    node_id: str
+    stage: str
+    fingerprint: str
+    status: str  # success | cached | failed | skipped
+    duration_s: float = 0.0
+    backend_s: float | None = None
+    error: str = ""
+    log: str = ""
+    summary: dict[str, Any] = field(default_factory=dict)
+    attempts: int = 0
+
+
+class NodeFailed(Exception):
+    pass
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def run_plan(
+    plan: Plan,
+    force: list[str] | None = None,
+    wait: bool = True,
+    ray_address: str | None = None,
+    use_prefect: bool = True,
+    quiet: bool = False,
+) -> bool:
+    """Run every node that is not done; return True when no node failed."""
+    ws = plan.workspace.resolve()
+    forced = _forced(plan, force or [])
+    try:
+        with workspace_lock(ws, wait=wait):
+            return _run_locked(plan, ws, forced, ray_address, use_prefect, quiet)
+    except WorkspaceBusy as e:
+        print(f"error: {e}", file=sys.stderr)
+        return False
+
+
+def _forced(plan: Plan, names: list[str]) -> set[str]:
+    from psft_orchestrator.spec.errors import SpecError
+
+    roots = set()
+    for name in names:
+        hits = [
+            n.id
+            for n in plan.nodes
+            if name in (n.id, n.stage) or (len(name) >= 6 and n.fingerprint.startswith(name))
+        ]
+        if not hits:
+            raise SpecError.one(
+                None,
+                f"--force {name}",
+                "matches no node id, stage name or fingerprint prefix of the plan",
+            )
+        roots.update(hits)
+    return plan.downstream(roots)
+
+
+def _run_locked(
+    plan: Plan, ws: Path, forced: set[str], ray_address: str | None, use_prefect: bool, quiet: bool
+) -> bool:
+    started = time.time()
+    run_id = f"{plan.pipeline.name}-{plan.plan_hash[:8]}-{time.strftime('%Y%m%dT%H%M%S')}"
+    store.clean_stale_tmp(ws)
+    for node in plan.nodes:
+        if node.id in forced:
+            store.retire(node.artifact_dir(ws))
+    todo = [n for n in plan.nodes if not n.is_done(ws)]
+    ctx = RunContext(plan, ws, run_id, quiet)
+    if not todo:
+        results = {n.id: ctx.cached(n) for n in plan.nodes}
+    else:
+        needed = {ref.name for n in todo for ref in _flat_inputs(n) if ref.name in plan.toy_inputs}
+        materialize_toy(plan, needed)
+        ray_started = _start_ray(ray_address)
+        try:
+            results = _run_prefect(ctx) if use_prefect else _schedule(ctx, ctx.execute)
+        finally:
+            if ray_started:
+                import ray
+
+                ray.shutdown()
+    record = _write_run_record(ctx, results, started)
+    _ingest_run_record(ws, record)
+    _print_summary(plan, results, time.time() - started)
+    _print_tables(plan, ws, quiet)
+    return all(r.status in ("success", "cached") for r in results.values())
+
+
+def _flat_inputs(node: Node) -> list[InputRef]:
+    return [r for v in node.inputs.values() for r in (v if isinstance(v, list) else [v])]
+
+
+# ---------------------------------------------------------------- scheduling
+
+
+def _schedule(
+    ctx: RunContext,
+    execute: Callable[[Node], NodeResult],
+    skip: Callable[[Node, str], NodeResult] | None = None,
+) -> dict[str, NodeResult]:
+    """A thread per node: wait for its parents, then run it (or skip it if a parent failed)."""
+    results: dict[str, NodeResult] = {}
+    done = {n.id: threading.Event() for n in ctx.plan.nodes}
+    context = copy_context()  # Prefect's flow-run context must reach the node threads
+
+    def worker(node: Node) -> None:
+        try:
+            for parent in node.parents.values():
+                done[parent.id].wait()
+            bad = [
+                p.id for p in node.parents.values() if results[p.id].status in ("failed", "skipped")
+            ]
+            if bad:
+                results[node.id] = (skip or ctx.skip)(node, f"upstream failed: {', '.join(bad)}")
+            else:
+                results[node.id] = execute(node)
+        except BaseException as e:  # never leave a waiting child hanging
+            results[node.id] = NodeResult(
+                node.id, node.stage, node.fingerprint, "failed", error=f"{type(e).__name__}: {e}"
+            )
+        finally:
+            done[node.id].set()
+
+    threads = [
+        threading.Thread(target=context.copy().run, args=(worker, n), name=n.id, daemon=True)
+        for n in ctx.plan.nodes
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return {n.id: results[n.id] for n in ctx.plan.nodes}
+
+
+def _run_prefect(ctx: RunContext) -> dict[str, NodeResult]:
+    """The same schedule inside one Prefect flow run, each node a Prefect task run."""
+    configure_prefect(ctx.ws)
+    from prefect import flow, task
+    from prefect.cache_policies import NO_CACHE
+    from prefect.states import Cancelled, Completed, Failed
+
+    def as_state(result: NodeResult):
+        if result.status == "cached":
+            return Completed(
+                name="Cached", message=f"done before: {result.fingerprint[:16]}", data=None
+            )
+        if result.status == "success":
+            return Completed(message=json.dumps(result.summary)[:500], data=None)
+        if result.status == "skipped":
+            return Cancelled(name="Skipped", message=result.error)
+        return Failed(message=f"{result.error}\nlog: {result.log}")
+
+    def node_task(node: Node, run: Callable[[], NodeResult] | None = None) -> NodeResult:
+        holder: dict[str, NodeResult] = {}
+
+        def body() -> Any:
+            holder["r"] = run() if run else ctx.execute(node)
+            return as_state(holder["r"])
+
+        tags = [
+            f"kind:{node.kind}",
+            f"backend:{node.backend}",
+            *(f"{k}:{v}" for k, v in node.labels.items() if k in ("method", "model")),
+        ]
+        task(body, name=node.id, tags=tags, cache_policy=NO_CACHE, persist_result=False)(
+            return_state=True
+        )
+        return holder["r"]
+
+    @flow(
+        name=f"psft-{ctx.plan.pipeline.name}",
+        flow_run_name=ctx.run_id,
+        persist_result=False,
+        log_prints=False,
+    )
+    def pipeline_flow() -> dict[str, NodeResult]:
+        results = _schedule(
+            ctx, node_task, lambda node, why: node_task(node, lambda: ctx.skip(node, why))
+        )
+        _publish(ctx, results)
+        return results
+
+    return pipeline_flow()
+
+
+def configure_prefect(ws: Path) -> None:
+    """Defaults for Prefect, set before it is imported: the workspace's own Prefect home (its
+    SQLite database), and patience for the temporary server on a loaded 2-core machine. With
+    PREFECT_API_URL set (see `make ui`), runs go to that server instead."""
+    os.environ.setdefault("PREFECT_HOME", str(ws / ".prefect"))
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
+def _publish(ctx: RunContext, results: dict[str, NodeResult]) -> None:
+    """Prefect artifacts: the run summary and the spec's result tables."""
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+    rows = [
+        {
+            "node": r.node_id,
+            "status": r.status,
+            "seconds": round(r.duration_s, 1),
+            **{k: v for k, v in r.summary.items() if isinstance(v, int | float)},
+        }
+        for r in results.values()
+    ]
+    create_table_artifact(rows, key="run-summary", description=f"{ctx.run_id}: node status")
+    try:
+        from psft_orchestrator.results.tables import publish_tables
+
+        for name, markdown in publish_tables(ctx.ws, ctx.plan.pipeline.name):
+            create_markdown_artifact(
+                markdown, key=f"table-{name}".lower().replace("_", "-"), description=name
+            )
+    except Exception as e:
+        print(f"note: could not publish result tables: {e}", file=sys.stderr)
+
+
+# ---------------------------------------------------------------- one node
+
+
+class RunContext:
+    def __init__(self, plan: Plan, ws: Path, run_id: str, quiet: bool):
+        self.plan, self.ws, self.run_id, self.quiet = plan, ws, run_id, quiet
+        self._index_lock = threading.Lock()
+
+    def say(self, text: str) -> None:
+        if not self.quiet:
+            print(text, flush=True)
+
+    def cached(self, node: Node) -> NodeResult:
+        d = node.artifact_dir(self.ws)
+        summary = _read_json(d / "summary.json")
+        return NodeResult(
+            node.id,
+            node.stage,
+            node.fingerprint,
+            "cached",
+            summary=summary,
+            log=str(d / "logs" / "stage.log"),
+        )
+
+    def skip(self, node: Node, why: str) -> NodeResult:
+        self.say(f"[skip] {node.id}: {why}")
+        return NodeResult(node.id, node.stage, node.fingerprint, "skipped", error=why)
+
+    def execute(self, node: Node) -> NodeResult:
+        if node.is_done(self.ws):  # done by an earlier or a concurrent run
+            return self.cached(node)
+        start = time.time()
+        attempts, error, log = 0, "", ""
+        while attempts <= RETRIES_INFRA:
+            attempts += 1
+            self.say(
+                f"[run ] {node.id} ({node.kind}/{node.backend}){' retry' if attempts > 1 else ''}"
+            )
+            try:
+                summary = self._attempt(node, attempts, start)
+                self._ingest(node)
+                dur = time.time() - start
+                self.say(f"[done] {node.id} in {dur:.1f}s")
+                return NodeResult(
+                    node.id,
+                    node.stage,
+                    node.fingerprint,
+                    "success",
+                    dur,
+                    summary.get("backend_seconds"),
+                    summary=summary,
+                    attempts=attempts,
+                    log=str(node.artifact_dir(self.ws) / "logs" / "stage.log"),
+                )
+            except NodeFailed as e:
+                error, log, retry = e.args
+                if not retry:
+                    break
+        self.say(f"[FAIL] {node.id}: {error}")
+        return NodeResult(
+            node.id,
+            node.stage,
+            node.fingerprint,
+            "failed",
+            time.time() - start,
+            error=error,
+            log=log,
+            attempts=attempts,
+        )
+
+    def _attempt(self, node: Node, attempt: int, started: float) -> dict[str, Any]:
+        fp16 = node.fp16
+        tmp = store.tmp_dir(self.ws, node.stage, fp16)
+        log_path = tmp / "logs" / "stage.log"
+        try:
+            job = self._job(node, tmp)
+        except MissingInput as e:
+            failed = store.keep_failed(self.ws, tmp, node.stage, fp16)
+            raise NodeFailed(str(e), str(failed / "logs" / "stage.log"), False) from None
+        job_path = tmp / "job.json"
+        job.save(job_path)
+        python = self.plan.pipeline.interpreters.get(node.backend) or sys.executable
+        cmd = [python, "-m", "psft_orchestrator.backends.worker", str(job_path)]
+        resources = node.stage_model.resources
+        # verl's main_ppo reserves its own GPUs through placement groups: its wrapper asks for none.
+        gpus = 0 if (node.backend == "verl" and node.kind == "grpo") else resources.gpus
+        t0 = store.now_iso()
+        rc, infra_error = _run_in_ray(cmd, log_path, resources.cpus, gpus)
+        if rc != 0:
+            failed = store.keep_failed(self.ws, tmp, node.stage, fp16)
+            flog = failed / "logs" / "stage.log"
+            err = _read_json(failed / "error.json")
+            what = infra_error or (
+                f"{err['type']}: {err['message']}" if err else f"worker exited with status {rc}"
+            )
+            tail = _tail(flog, 15)
+            retry = (
+                infra_error is not None
+            )  # a lost Ray worker may not happen again; a bug or bad config will
+            raise NodeFailed(f"{what}\n--- last lines of {flog} ---\n{tail}", str(flog), retry)
+        summary = _read_json(tmp / "summary.json")
+        manifest = {
+            "node_id": node.id,
+            "stage": node.stage,
+            "kind": node.kind,
+            "backend": node.backend,
+            "fingerprint": node.fingerprint,
+            "run_id": self.run_id,
+            "spec_name": self.plan.pipeline.name,
+            "spec_path": str(self.plan.spec_path),
+            "labels": node.labels,
+            "config": node.config,
+            "parents": [
+                {"slot": s, "node_id": p.id, "fingerprint": p.fingerprint}
+                for s, p in node.parents.items()
+            ],
+            "inputs": {
+                s: (r.model_dump() if not isinstance(r, list) else [x.model_dump() for x in r])
+                for s, r in job.inputs.items()
+            },
+            "input_hashes": node.input_hashes,
+            "output_type": node.output_type,
+            "versions": {
+                "psft_orchestrator": __version__,
+                "python": sys.version.split()[0],
+                "backend": backend_version(node.backend),
+                "interpreter": python,
+            },
+            "host": store.host(),
+            "started_at": t0,
+            "ended_at": store.now_iso(),
+            "duration_s": round(time.time() - started, 3),
+            "status": "success",
+            "attempt": attempt,
+        }
+        store.finalize(tmp, node.artifact_dir(self.ws), manifest)
+        _remove_tree(Path(job.checkpoint_dir))
+        return summary
+
+    def _job(self, node: Node, tmp: Path) -> Job:
+        inputs: dict[str, InputRef | list[InputRef]] = {}
+        for slot, ref in node.inputs.items():
+            if slot in node.parents:
+                parent = node.parents[slot]
+                inputs[slot] = InputRef(
+                    type=parent.output_type, path=str(parent.output_path(self.ws)), name=parent.id
+                )
+            elif isinstance(ref, list):
+                inputs[slot] = [resolve_hub(r) for r in ref]
+            else:
+                inputs[slot] = resolve_hub(ref)
+        ckpt = store.checkpoint_dir(self.ws, node.stage, node.fp16)
+        return Job(
+            node_id=node.id,
+            stage=node.stage,
+            kind=node.kind,
+            backend=node.backend,
+            fingerprint=node.fingerprint,
+            config=node.config,
+            inputs=inputs,
+            labels=node.labels,
+            node_dir=str(tmp),
+            checkpoint_dir=str(ckpt),
+            output_type=node.output_type,
+        )
+
+    def _ingest(self, node: Node) -> None:
+        try:
+            from psft_orchestrator.results.ingest import ingest_node
+            from psft_orchestrator.results.store import writer
+
+            with self._index_lock, writer(self.ws) as con:
+                ingest_node(con, node.artifact_dir(self.ws))
+        except Exception as e:
+            print(
+                f"warning: could not index {node.id}: {e} (run `psft-results reindex`)",
+                file=sys.stderr,
+            )
+
+
+# ---------------------------------------------------------------- Ray
+
+
+def _start_ray(address: str | None) -> bool:
+    """Join `address`, or start a local cluster; returns True when we started it."""
+    import ray
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    if ray.is_initialized():
+        return False
+    if address:
+        ray.init(address=address, log_to_driver=False)
+        return False
+    ray.init(
+        num_cpus=os.cpu_count(),
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=False,
+    )
+    return True
+
+
+_REMOTE = None
+
+
+def _run_in_ray(cmd: list[str], log_path: Path, cpus: float, gpus: float) -> tuple[int, str | None]:
+    """Run the worker command inside a Ray task with the node's resources; (exit code, infra error)."""
+    import ray
+
+    global _REMOTE
+    if _REMOTE is None:
+        _REMOTE = ray.remote(max_retries=0)(_run_subprocess)
+    try:
+        return ray.get(
+            _REMOTE.options(num_cpus=cpus, num_gpus=gpus).remote(cmd, str(log_path))
+        ), None
+    except ray.exceptions.RayError as e:
+        return -1, f"Ray failure ({type(e).__name__}): {str(e)[:300]}"
+
+
+def _run_subprocess(cmd: list[str], log_path: str) -> int:
+    """Body of the Ray task: run the worker, output to the node's log; it dies with us."""
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
+        )
+        return proc.wait()
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGKILL the worker if the Ray task that started it dies (no orphan training jobs)."""
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+# ---------------------------------------------------------------- records and output
+
+
+def _write_run_record(
+    ctx: RunContext, results: dict[str, NodeResult], started: float
+) -> dict[str, Any]:
+    status = (
+        "success" if all(r.status in ("success", "cached") for r in results.values()) else "failed"
+    )
+    record = {
+        "run_id": ctx.run_id,
+        "spec_name": ctx.plan.pipeline.name,
+        "spec_path": str(ctx.plan.spec_path),
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(started)),
+        "ended_at": store.now_iso(),
+        "status": status,
+        "nodes": [
+            {
+                "node_id": r.node_id,
+                "stage": r.stage,
+                "fingerprint": r.fingerprint,
+                "status": r.status,
+                "cached": r.status == "cached",
+                "duration_s": round(r.duration_s, 3),
+                "error": r.error[:2000],
+                "log": r.log,
+            }
+            for r in results.values()
+        ],
+    }
+    store.write_json_atomic(ctx.ws / "runs" / f"{ctx.run_id}.json", record)
+    return record
+
+
+def _ingest_run_record(ws: Path, record: dict[str, Any]) -> None:
+    try:
+        from psft_orchestrator.results.ingest import ingest_run_record
+        from psft_orchestrator.results.store import writer
+
+        with writer(ws) as con:
+            ingest_run_record(con, ws / "runs" / f"{record['run_id']}.json")
+    except Exception as e:
+        print(f"warning: could not index the run record: {e}", file=sys.stderr)
+
+
+KEY_METRICS = (
+    "loss",
+    "final_loss",
+    "entropy",
+    "final_entropy",
+    "tokens_per_s",
+    "kept",
+    "score",
+    "reward_mean",
+)
+
+
+def _print_summary(plan: Plan, results: dict[str, NodeResult], seconds: float) -> None:
+    counts = {
+        s: sum(r.status == s for r in results.values())
+        for s in ("success", "cached", "failed", "skipped")
+    }
+    print(
+        f"\nrun summary ({seconds:.1f}s): " + ", ".join(f"{v} {k}" for k, v in counts.items() if v)
+    )
+    width = max(len(n) for n in results)
+    for r in results.values():
+        metrics = "  ".join(f"{k}={_fmt(r.summary[k])}" for k in KEY_METRICS if k in r.summary)
+        dur = f"{r.duration_s:6.1f}s" if r.status == "success" else "       "
+        print(f"  {r.node_id.ljust(width)}  {r.status:8} {dur}  {metrics}")
+    for r in results.values():
+        if r.status == "failed":
+            print(f"\nFAILED {r.node_id}: {r.error}\n  log: {r.log}")
+
+
+def _print_tables(plan: Plan, ws: Path, quiet: bool) -> None:
+    """Print the spec's `tables:` from the index (what `psft-results table NAME` prints)."""
+    if quiet or not plan.pipeline.tables:
+        return
+    try:
+        from psft_orchestrator.results.render import render
+        from psft_orchestrator.results.store import reader
+        from psft_orchestrator.results.tables import compute_table, get_definition, tables_dirs
+
+        with reader(ws) as con:
+            for name in plan.pipeline.tables:
+                grid = compute_table(
+                    con, get_definition(name, tables_dirs(ws)), spec=plan.pipeline.name
+                )
+                print(f"\n{name}\n{render(grid, 'markdown')}")
+    except Exception as e:
+        print(
+            f"note: tables not printed ({e}); try `psft-results table NAME --workspace {ws}`",
+            file=sys.stderr,
+        )
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _tail(path: Path, n: int) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return "(no log)"
+
+
+def _remove_tree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,67 @@
+"""Materialise declared inputs before nodes use them: toy-world data and models, hub references.
+
+Toy inputs are generated deterministically into `<workspace>/inputs/` under a content key, so
+they are made once and shared by every run. `hf:` references resolve from the local Hugging
+Face cache only; nothing is ever downloaded.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from psft_orchestrator.backends.job import InputRef
+from psft_orchestrator.plan.planner import Plan, ToyInput
+
+
+class MissingInput(Exception):
+    pass
+
+
+def materialize_toy(plan: Plan, names: set[str]) -> None:
+    for name in sorted(names):
+        toy = plan.toy_inputs[name]
+        path = toy.path(plan.workspace.resolve())
+        if path.exists():
+            continue
+        _make(toy, path)
+
+
+def _make(toy: ToyInput, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if toy.what == "dataset":
+        from psft_orchestrator.data.toy.tasks import write_toy_data
+
+        decl = toy.decl
+        write_toy_data(decl.toy, decl.n, decl.seed, path, **decl.params)  # atomic inside
+        return
+    from psft_orchestrator.data.toy.model import make_tiny_model
+
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    make_tiny_model(tmp, size=toy.decl.toy, seed=0)
+    os.rename(tmp, path)
+
+
+def resolve_hub(ref: InputRef) -> InputRef:
+    """`hf:org/name@revision` -> the local snapshot directory, or a clear error."""
+    if not ref.path.startswith("hf:"):
+        return ref
+    repo, _, rev = ref.path[3:].partition("@")
+    try:
+        from huggingface_hub import snapshot_download
+
+        repo_type = "model" if ref.type == "model" else "dataset"
+        local = snapshot_download(
+            repo,
+            repo_type=repo_type,
+            revision=rev if repo_type == "model" else None,
+            local_files_only=True,
+        )
+    except Exception as e:
+        raise MissingInput(
+            f"{ref.name}: {repo} is not in the local Hugging Face cache and nothing is downloaded here "
+            f"({type(e).__name__}); put it there, or declare `path:` to a local copy"
+        ) from None
+    return ref.model_copy(update={"path": local})
