@@ -8,15 +8,19 @@ export WANDB_MODE := disabled
 export RAY_AUTH_MODE := disabled
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test test-fast lint format ui clean
+.PHONY: setup test-deps demo test test-fast lint format ui clean
 
 setup:
 	@bash scripts/setup_env.sh
 
+# Headless Chromium for the UI test (Debian's package; root installs it, as in CI).
+test-deps:
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
 demo: setup
 	$(VENV)/bin/psft-run specs/demo.yaml
 
-test: setup
+test: setup test-deps
 	$(PY) -m pytest -q
 
 test-fast: setup

@@ -235,9 +235,26 @@ def configure_prefect(ws: Path) -> None:
     SQLite database), and patience for the temporary server on a loaded 2-core machine. With
     PREFECT_API_URL set (see `make ui`), runs go to that server instead."""
     os.environ.setdefault("PREFECT_HOME", str(ws / ".prefect"))
+    url_file = ws / ".prefect" / "api_url"  # written by `make ui` (scripts/prefect_ui.sh)
+    if (
+        "PREFECT_API_URL" not in os.environ
+        and url_file.exists()
+        and _server_up(url_file.read_text().strip())
+    ):
+        os.environ["PREFECT_API_URL"] = url_file.read_text().strip()
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
+def _server_up(api_url: str) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{api_url}/health", timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
 
 
 def _publish(ctx: RunContext, results: dict[str, NodeResult]) -> None:

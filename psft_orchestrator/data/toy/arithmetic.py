@@ -70,7 +70,9 @@ class MathProblem:
         parts.append(f"How many {self.item} does {self.name} have now?")
         return " ".join(parts)
 
-    def solution(self, style: str = "short", corrupt_step: int | None = None, delta: int = 0) -> str:
+    def solution(
+        self, style: str = "short", corrupt_step: int | None = None, delta: int = 0
+    ) -> str:
         """The worked solution. `corrupt_step`/`delta` inject an arithmetic slip at that step
         (propagated to the end), which is how preference pairs get a plausible wrong answer."""
         lines = [f"{self.name} starts with {self.start} {self.item}."]
@@ -129,7 +131,10 @@ def sample_problem(rng: random.Random, level: int) -> MathProblem:
 
 def messages(problem: MathProblem, response: str | None = None) -> list[dict[str, str]]:
     """The chat of one problem: system prompt, user question, optionally the assistant turn."""
-    msgs = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": problem.question()}]
+    msgs = [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "user", "content": problem.question()},
+    ]
     if response is not None:
         msgs.append({"role": "assistant", "content": response})
     return msgs

@@ -46,7 +46,9 @@ RULES: dict[str, Callable[[str, Check], bool]] = {
     "no_comma": lambda r, c: "," not in r,
     "quotation": lambda r, c: len(r.strip()) > 1 and r.strip()[0] == '"' and r.strip()[-1] == '"',
     "word_count": _word_count,
-    "contains": lambda r, c: re.search(rf"\b{re.escape(str(c['value']))}\b", r, re.IGNORECASE) is not None,
+    "contains": lambda r, c: (
+        re.search(rf"\b{re.escape(str(c['value']))}\b", r, re.IGNORECASE) is not None
+    ),
 }
 
 

@@ -16,7 +16,18 @@ from typing import Any
 from psft_orchestrator.data.toy.checks import check
 
 CATEGORIES = {
-    "colors": ("red", "blue", "green", "yellow", "black", "white", "pink", "brown", "orange", "purple"),
+    "colors": (
+        "red",
+        "blue",
+        "green",
+        "yellow",
+        "black",
+        "white",
+        "pink",
+        "brown",
+        "orange",
+        "purple",
+    ),
     "animals": ("cat", "dog", "fish", "bird", "horse", "cow", "frog", "lion", "duck", "goat"),
     "fruits": ("apple", "pear", "plum", "lemon", "mango", "grape", "orange"),
     "shapes": ("circle", "square", "star", "heart", "oval", "line"),
@@ -28,7 +39,10 @@ RULES: dict[str, tuple[str, dict[str, Any]]] = {
     "uppercase": ("Answer in uppercase.", {"type": "uppercase"}),
     "lowercase": ("Answer in lowercase.", {"type": "lowercase"}),
     "period": ("End your answer with a period.", {"type": "ends_with", "value": "."}),
-    "exclamation": ("End your answer with an exclamation mark.", {"type": "ends_with", "value": "!"}),
+    "exclamation": (
+        "End your answer with an exclamation mark.",
+        {"type": "ends_with", "value": "!"},
+    ),
     "prefix": ('Begin your answer with "Answer:".', {"type": "starts_with", "value": "Answer:"}),
     "quotes": ("Wrap your entire response in quotation marks.", {"type": "quotation"}),
     "no_comma": ("Do not use any commas.", {"type": "no_comma"}),

@@ -3,7 +3,8 @@
 Every stage treats a model as "a directory AutoModelForCausalLM/AutoTokenizer can load", so the
 toy model is exactly that: Qwen2 config + safetensors weights + the toy tokenizer. Same seed,
 same weights. Sizes are chosen for 2 CPU cores: `micro` for unit tests (seconds), `tiny` for the
-demo (pretrained in a couple of minutes), `small` when a little more capacity is wanted.
+demo (0.77 M parameters: pretrained in about 2-3 minutes, see docs/toy-world.md), `small`
+when a little more capacity is wanted.
 """
 
 from __future__ import annotations
@@ -17,9 +18,27 @@ from psft_orchestrator.data.toy.tokenizer import EOS, IM_END, build_tokenizer
 
 # hidden, layers, attention heads, kv heads, MLP width.  Head dim = hidden / heads.
 SIZES: dict[str, dict[str, int]] = {
-    "micro": dict(hidden_size=48, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, intermediate_size=96),
-    "tiny": dict(hidden_size=160, num_hidden_layers=4, num_attention_heads=5, num_key_value_heads=5, intermediate_size=448),
-    "small": dict(hidden_size=256, num_hidden_layers=6, num_attention_heads=8, num_key_value_heads=4, intermediate_size=704),
+    "micro": dict(
+        hidden_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=96,
+    ),
+    "tiny": dict(
+        hidden_size=128,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        intermediate_size=384,
+    ),
+    "small": dict(
+        hidden_size=256,
+        num_hidden_layers=6,
+        num_attention_heads=8,
+        num_key_value_heads=4,
+        intermediate_size=704,
+    ),
 }
 
 

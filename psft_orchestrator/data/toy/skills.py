@@ -53,7 +53,9 @@ def count_char(rng: random.Random) -> SkillItem:
     s = "".join(rng.choice(COUNT_LETTERS) for _ in range(rng.randint(4, 8)))
     letter = rng.choice(COUNT_LETTERS)
     return SkillItem(
-        "count_char", f'How many times does the letter "{letter}" appear in "{s}"?', str(s.count(letter))
+        "count_char",
+        f'How many times does the letter "{letter}" appear in "{s}"?',
+        str(s.count(letter)),
     )
 
 
@@ -64,7 +66,9 @@ def compare(rng: random.Random) -> SkillItem:
     best = max(numbers) if want == "largest" else min(numbers)
     letters = ("A", "B", "C", "D")
     options = "\n".join(f"{c}. {n}" for c, n in zip(letters, numbers, strict=True))
-    prompt = f"Which number is the {want}?\n{options}\nAnswer with the letter of the correct option."
+    prompt = (
+        f"Which number is the {want}?\n{options}\nAnswer with the letter of the correct option."
+    )
     return SkillItem("compare", prompt, letters[numbers.index(best)], letters)
 
 

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from psft_orchestrator.data.toy import arithmetic, instructions
-from psft_orchestrator.data.toy.skills import SKILLS
 from psft_orchestrator.data.toy.chatml import render_chat
+from psft_orchestrator.data.toy.skills import SKILLS
 
 # Bump whenever any generator's output changes: node fingerprints include it.
 GENERATOR_VERSION = 1
@@ -57,7 +57,9 @@ def math_sft(rng: random.Random, level: int | list[int] | None = None, style: st
     }
 
 
-def math_bench(rng: random.Random, level: int | list[int] | None = None, name: str | None = None) -> Row:
+def math_bench(
+    rng: random.Random, level: int | list[int] | None = None, name: str | None = None
+) -> Row:
     """Benchmark row; the task name is `toy_math` or `toy_math_l<level>` for a single level."""
     levels = _levels(level)
     p = arithmetic.sample_problem(rng, rng.choice(levels))
@@ -87,7 +89,9 @@ def ifeval_bench(rng: random.Random) -> Row:
     }
 
 
-def corpus(rng: random.Random, math_share: float = 0.15, math_levels: list[int] | None = None) -> Row:
+def corpus(
+    rng: random.Random, math_share: float = 0.15, math_levels: list[int] | None = None
+) -> Row:
     """One pretraining document: a single-turn chat, as ChatML text.
 
     Mostly OOD skills and format instructions (the base model should be decent at them), with a
@@ -105,18 +109,26 @@ def corpus(rng: random.Random, math_share: float = 0.15, math_levels: list[int] 
     return {"text": render_chat(msgs)}
 
 
-def preference(rng: random.Random, domain: str = "mixed", level: int | list[int] | None = None) -> Row:
+def preference(
+    rng: random.Random, domain: str = "mixed", level: int | list[int] | None = None
+) -> Row:
     """Chosen = correct and well-formed; rejected = an arithmetic slip, a missing \\boxed{},
     or (format domain) a response that breaks the instructions."""
     if domain not in ("mixed", "math", "ifeval"):
         raise ValueError(f"domain must be mixed, math or ifeval, got {domain!r}")
     if domain == "ifeval" or (domain == "mixed" and rng.random() < 0.5):
         item = instructions.sample_instruction(rng)
-        return {"prompt": _user(item.prompt), "chosen": item.response, "rejected": instructions.violate(item)}
+        return {
+            "prompt": _user(item.prompt),
+            "chosen": item.response,
+            "rejected": instructions.violate(item),
+        }
     p = arithmetic.sample_problem(rng, rng.choice(_levels(level)))
     chosen = p.solution("short")
     if rng.random() < 0.7:
-        rejected = p.solution("short", corrupt_step=rng.randrange(p.level), delta=rng.choice([-2, -1, 1, 2]))
+        rejected = p.solution(
+            "short", corrupt_step=rng.randrange(p.level), delta=rng.choice([-2, -1, 1, 2])
+        )
     else:
         rejected = chosen.replace(f"\\boxed{{{p.answer}}}", str(p.answer))
     return {"prompt": arithmetic.messages(p), "chosen": chosen, "rejected": rejected}
@@ -124,7 +136,11 @@ def preference(rng: random.Random, domain: str = "mixed", level: int | list[int]
 
 def prompts(rng: random.Random, level: int | list[int] | None = None) -> Row:
     p = arithmetic.sample_problem(rng, rng.choice(_levels(level)))
-    return {"prompt": arithmetic.messages(p), "ground_truth": str(p.answer), "data_source": "toy_math"}
+    return {
+        "prompt": arithmetic.messages(p),
+        "ground_truth": str(p.answer),
+        "data_source": "toy_math",
+    }
 
 
 _GENERATORS: dict[str, Callable[..., Row]] = {

@@ -21,7 +21,14 @@ from pathlib import Path
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from psft_orchestrator.data.toy.chatml import CHAT_TEMPLATE, EOS, IM_END, IM_START, SPECIAL_TOKENS, UNK
+from psft_orchestrator.data.toy.chatml import (
+    CHAT_TEMPLATE,
+    EOS,
+    IM_END,
+    IM_START,
+    SPECIAL_TOKENS,
+    UNK,
+)
 
 __all__ = ["CHAT_TEMPLATE", "EOS", "IM_END", "IM_START", "SPECIAL_TOKENS", "UNK", "build_tokenizer"]
 
@@ -49,7 +56,7 @@ WORDS: tuple[str, ...] = tuple(
     cat dog fish bird horse cow frog lion duck goat apple pear plum lemon mango grape
     circle square star heart oval line
     here below following must should
-    """.split()
+    """.split()  # noqa: SIM905 (a word list reads better as text)
 )
 
 _ALPHABET = string.ascii_letters + string.digits + string.punctuation + " \n\t"
@@ -104,4 +111,3 @@ def build_tokenizer(out_dir: Path | None = None) -> PreTrainedTokenizerFast:
         out_dir.mkdir(parents=True, exist_ok=True)
         hf.save_pretrained(out_dir)
     return hf
-
