@@ -26,12 +26,24 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def run(spec: str, ws: Path, prefect: bool) -> float:
-    cmd = [sys.executable, "-m", "psft_orchestrator.cli.run", spec, "--workspace", str(ws), "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "psft_orchestrator.cli.run",
+        spec,
+        "--workspace",
+        str(ws),
+        "--quiet",
+    ]
     if not prefect:
         cmd.append("--no-prefect")
     start = time.perf_counter()
-    subprocess.run(cmd, check=True, env={**os.environ, "PSFT_FAKE_BACKEND": "1", "RAY_AUTH_MODE": "disabled"},
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        cmd,
+        check=True,
+        env={**os.environ, "PSFT_FAKE_BACKEND": "1", "RAY_AUTH_MODE": "disabled"},
+        stdout=subprocess.DEVNULL,
+    )
     return time.perf_counter() - start
 
 
@@ -46,12 +58,18 @@ def main() -> None:
         record = json.loads(sorted((ws / "runs").glob("*.json"))[-1].read_text())
         overheads = []
         for n in record["nodes"]:
-            summary = json.loads(next(ws.glob(f"artifacts/*/{n['fingerprint'][:16]}/summary.json")).read_text())
+            summary = json.loads(
+                next(ws.glob(f"artifacts/*/{n['fingerprint'][:16]}/summary.json")).read_text()
+            )
             overheads.append(n["duration_s"] - summary["backend_seconds"])
         cached = run(args.spec, ws, not args.no_prefect)
     print(f"spec {args.spec}: {len(overheads)} nodes, prefect={'off' if args.no_prefect else 'on'}")
-    print(f"  first run wall time            {first:7.2f} s (includes Ray start and, without a server, Prefect's)")
-    print(f"  overhead per node, median      {statistics.median(overheads):7.2f} s  (max {max(overheads):.2f} s)")
+    print(
+        f"  first run wall time            {first:7.2f} s (includes Ray start and, without a server, Prefect's)"
+    )
+    print(
+        f"  overhead per node, median      {statistics.median(overheads):7.2f} s  (max {max(overheads):.2f} s)"
+    )
     print(f"  all-cached rerun wall time     {cached:7.2f} s")
     print(f"  cached rerun / first run       {cached / first:7.3f}")
 

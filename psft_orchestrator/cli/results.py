@@ -46,17 +46,25 @@ def build_parser() -> argparse.ArgumentParser:
         prog="psft-results",
         description="Query the results index (<workspace>/index.duckdb), print paper tables, draw figures.",
     )
-    p.add_argument("--workspace", type=Path, default=None,
-                   help="workspace directory (default: $PSFT_WORKSPACE or results/)")
+    p.add_argument(
+        "--workspace",
+        type=Path,
+        default=None,
+        help="workspace directory (default: $PSFT_WORKSPACE or results/)",
+    )
     sub = p.add_subparsers(metavar="COMMAND")
 
-    def cmd(name: str, func: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
+    def cmd(
+        name: str, func: Callable[[argparse.Namespace], int], help: str
+    ) -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help, description=help)
         sp.set_defaults(func=func)
         return sp
 
     def fmt_arg(sp: argparse.ArgumentParser, choices: tuple[str, ...], default: str) -> None:
-        sp.add_argument("--format", choices=choices, default=default, help=f"output format (default {default})")
+        sp.add_argument(
+            "--format", choices=choices, default=default, help=f"output format (default {default})"
+        )
 
     sp = cmd("runs", cmd_runs, "list runs, newest first")
     fmt_arg(sp, ("table", "csv", "json"), "table")
@@ -79,47 +87,99 @@ def build_parser() -> argparse.ArgumentParser:
     fmt_arg(sp, ("table", "csv", "json"), "table")
 
     sp = cmd("tables", cmd_tables, "list table definitions")
-    sp.add_argument("--tables-dir", type=Path, action="append", default=None,
-                    help="definition directory (repeatable; default: results/tables and <workspace>/tables)")
+    sp.add_argument(
+        "--tables-dir",
+        type=Path,
+        action="append",
+        default=None,
+        help="definition directory (repeatable; default: results/tables and <workspace>/tables)",
+    )
 
     sp = cmd("table", cmd_table, "compute and print one defined table")
     sp.add_argument("name")
     fmt_arg(sp, ("markdown", "latex", "csv", "json"), "markdown")
-    sp.add_argument("--source", default=None, help="compute from imported results of this source instead of our runs")
-    sp.add_argument("--with-paper", action="store_true", help="put the paper's reported numbers beside ours")
-    sp.add_argument("--paper-source", default="paper", help="imported source used by --with-paper (default: paper)")
+    sp.add_argument(
+        "--source",
+        default=None,
+        help="compute from imported results of this source instead of our runs",
+    )
+    sp.add_argument(
+        "--with-paper", action="store_true", help="put the paper's reported numbers beside ours"
+    )
+    sp.add_argument(
+        "--paper-source",
+        default="paper",
+        help="imported source used by --with-paper (default: paper)",
+    )
     sp.add_argument("--spec", default=None, help="only nodes of this spec")
     sp.add_argument("--out", type=Path, default=None, help="also write the output to this file")
     sp.add_argument("--tables-dir", type=Path, action="append", default=None)
 
     sp = cmd("pivot", cmd_pivot, "group eval scores (or final metrics) into a rows x columns table")
-    sp.add_argument("--rows", required=True, help="comma-separated fields/labels, e.g. model,method")
+    sp.add_argument(
+        "--rows", required=True, help="comma-separated fields/labels, e.g. model,method"
+    )
     sp.add_argument("--cols", required=True, help="comma-separated fields/labels, e.g. benchmark")
-    sp.add_argument("--where", action="append", default=[], metavar="KEY=VALUE", help="filter (repeatable)")
-    sp.add_argument("--from", dest="source", choices=("scores", "metrics"), default="scores",
-                    help="scores: eval scores; metrics: each node's last value of every key")
-    sp.add_argument("--agg", default="mean", help="mean, median, min or max over matching rows (default mean)")
+    sp.add_argument(
+        "--where", action="append", default=[], metavar="KEY=VALUE", help="filter (repeatable)"
+    )
+    sp.add_argument(
+        "--from",
+        dest="source",
+        choices=("scores", "metrics"),
+        default="scores",
+        help="scores: eval scores; metrics: each node's last value of every key",
+    )
+    sp.add_argument(
+        "--agg", default="mean", help="mean, median, min or max over matching rows (default mean)"
+    )
     sp.add_argument("--decimals", type=int, default=2)
     fmt_arg(sp, ("markdown", "latex", "csv", "json", "table"), "markdown")
 
-    sp = cmd("import", cmd_import, "load published results (CSV: table,model,method,benchmark,score[,reported_avg])")
+    sp = cmd(
+        "import",
+        cmd_import,
+        "load published results (CSV: table,model,method,benchmark,score[,reported_avg])",
+    )
     sp.add_argument("file", type=Path)
     sp.add_argument("--source", required=True, help="a name for these numbers, e.g. paper")
 
-    cmd("reindex", cmd_reindex, "rebuild the index from the workspace's artifacts, run records and imports")
+    cmd(
+        "reindex",
+        cmd_reindex,
+        "rebuild the index from the workspace's artifacts, run records and imports",
+    )
 
     sp = cmd("plot", cmd_plot, "draw a figure as PNG")
-    sp.add_argument("kind", choices=FIGURE_KINDS, help="dynamics: metrics vs step (Fig. 1); eval: score vs step "
-                    "(Figs. 2-3); dpo-rewards: chosen/rejected rewards (Fig. 6b); clipped-tokens (Fig. 8)")
-    sp.add_argument("--nodes", default=None, help="comma-separated fingerprint prefixes or node ids")
+    sp.add_argument(
+        "kind",
+        choices=FIGURE_KINDS,
+        help="dynamics: metrics vs step (Fig. 1); eval: score vs step "
+        "(Figs. 2-3); dpo-rewards: chosen/rejected rewards (Fig. 6b); clipped-tokens (Fig. 8)",
+    )
+    sp.add_argument(
+        "--nodes", default=None, help="comma-separated fingerprint prefixes or node ids"
+    )
     sp.add_argument("--run", default=None, help="nodes of this run")
     sp.add_argument("--spec", default=None, help="nodes of this spec")
-    sp.add_argument("--where", action="append", default=[], metavar="KEY=VALUE", help="node filter (repeatable)")
-    sp.add_argument("--keys", default=None, help="dynamics: metric keys (default entropy,loss,clipfrac,grad_norm)")
-    sp.add_argument("--benchmarks", default=None, help="eval: comma-separated benchmark globs (default all)")
-    sp.add_argument("--mean", action="store_true", help="eval: one panel with the mean over the benchmarks")
+    sp.add_argument(
+        "--where", action="append", default=[], metavar="KEY=VALUE", help="node filter (repeatable)"
+    )
+    sp.add_argument(
+        "--keys",
+        default=None,
+        help="dynamics: metric keys (default entropy,loss,clipfrac,grad_norm)",
+    )
+    sp.add_argument(
+        "--benchmarks", default=None, help="eval: comma-separated benchmark globs (default all)"
+    )
+    sp.add_argument(
+        "--mean", action="store_true", help="eval: one panel with the mean over the benchmarks"
+    )
     sp.add_argument("--top", type=int, default=20, help="clipped-tokens: how many tokens")
-    sp.add_argument("--out", type=Path, default=None, help="PNG path (default <workspace>/figures/<kind>.png)")
+    sp.add_argument(
+        "--out", type=Path, default=None, help="PNG path (default <workspace>/figures/<kind>.png)"
+    )
     return p
 
 
@@ -146,7 +206,11 @@ def _print_records(head: list[str], rows: list[Sequence[Any]], fmt: str) -> None
         from psft_orchestrator.results.render import text_table
 
         body = [[_cell(v) for v in r] for r in rows]
-        numeric = {i for i in range(len(head)) if rows and all(isinstance(r[i], int | float) or r[i] is None for r in rows)}
+        numeric = {
+            i
+            for i in range(len(head))
+            if rows and all(isinstance(r[i], int | float) or r[i] is None for r in rows)
+        }
         sys.stdout.write(text_table(head, body, right=numeric))
 
 
@@ -164,14 +228,19 @@ def _resolve_node(con: Any, ref: str) -> str:
 
     hits = con.execute(
         "SELECT fingerprint, node_id, run_id FROM nodes WHERE starts_with(fingerprint, lower(?)) OR node_id = ? "
-        "ORDER BY ended_at DESC NULLS LAST", [ref, ref],
+        "ORDER BY ended_at DESC NULLS LAST",
+        [ref, ref],
     ).fetchall()
     if not hits:
-        raise UsageError(f"no node matches {ref!r} (give a fingerprint prefix or a node id; "
-                         f"`psft-results nodes latest` lists them)")
+        raise UsageError(
+            f"no node matches {ref!r} (give a fingerprint prefix or a node id; "
+            f"`psft-results nodes latest` lists them)"
+        )
     if len(hits) > 1:
         listing = "\n".join(f"  {fp[:16]}  {nid}  (run {run})" for fp, nid, run in hits[:10])
-        raise UsageError(f"{ref!r} matches {len(hits)} nodes; give a longer fingerprint prefix:\n{listing}")
+        raise UsageError(
+            f"{ref!r} matches {len(hits)} nodes; give a longer fingerprint prefix:\n{listing}"
+        )
     return hits[0][0]
 
 
@@ -198,18 +267,25 @@ def cmd_nodes(args: argparse.Namespace) -> int:
 
     with reader(_workspace(args)) as con:
         if args.run == "latest":
-            hit = con.execute("SELECT run_id FROM runs ORDER BY started_at DESC NULLS LAST LIMIT 1").fetchall()
+            hit = con.execute(
+                "SELECT run_id FROM runs ORDER BY started_at DESC NULLS LAST LIMIT 1"
+            ).fetchall()
         else:
-            hit = con.execute("SELECT run_id FROM runs WHERE starts_with(run_id, ?) ORDER BY run_id", [args.run]).fetchall()
+            hit = con.execute(
+                "SELECT run_id FROM runs WHERE starts_with(run_id, ?) ORDER BY run_id", [args.run]
+            ).fetchall()
         if not hit:
             raise UsageError(f"no run matches {args.run!r}; `psft-results runs` lists them")
         if len(hit) > 1:
-            raise UsageError(f"{args.run!r} matches {len(hit)} runs: {', '.join(r[0] for r in hit[:8])}")
+            raise UsageError(
+                f"{args.run!r} matches {len(hit)} runs: {', '.join(r[0] for r in hit[:8])}"
+            )
         rel = con.execute(
             "SELECT rn.node_id, rn.stage, n.kind, rn.status, rn.cached, round(rn.duration_s, 1) AS seconds, "
             "left(rn.fingerprint, 16) AS fingerprint, n.method, n.model, n.seed, rn.error "
             "FROM run_nodes rn LEFT JOIN nodes n ON n.fingerprint = rn.fingerprint "
-            "WHERE rn.run_id = ? ORDER BY rn.stage, rn.node_id", [hit[0][0]],
+            "WHERE rn.run_id = ? ORDER BY rn.stage, rn.node_id",
+            [hit[0][0]],
         )
         _print_records([d[0] for d in rel.description], rel.fetchall(), args.format)
     return 0
@@ -220,27 +296,46 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 
     with reader(_workspace(args)) as con:
         fp = _resolve_node(con, args.node)
-        keys = [k.strip() for k in args.keys.split(",") if k.strip()] if args.keys else [
-            r[0] for r in con.execute("SELECT DISTINCT key FROM metrics WHERE fingerprint = ? ORDER BY key", [fp]).fetchall()]
+        keys = (
+            [k.strip() for k in args.keys.split(",") if k.strip()]
+            if args.keys
+            else [
+                r[0]
+                for r in con.execute(
+                    "SELECT DISTINCT key FROM metrics WHERE fingerprint = ? ORDER BY key", [fp]
+                ).fetchall()
+            ]
+        )
         if not keys:
             raise ResultsError(f"node {fp[:16]} logged no numeric metrics")
-        known = {r[0] for r in con.execute("SELECT DISTINCT key FROM metrics WHERE fingerprint = ?", [fp]).fetchall()}
+        known = {
+            r[0]
+            for r in con.execute(
+                "SELECT DISTINCT key FROM metrics WHERE fingerprint = ?", [fp]
+            ).fetchall()
+        }
         missing = [k for k in keys if k not in known]
         if missing:
             from psft_orchestrator.results.store import UsageError
 
-            raise UsageError(f"node {fp[:16]} has no metric {', '.join(map(repr, missing))}; it logged: {', '.join(sorted(known))}")
+            raise UsageError(
+                f"node {fp[:16]} has no metric {', '.join(map(repr, missing))}; it logged: {', '.join(sorted(known))}"
+            )
         # last(): a step logged twice (a resumed node) shows its latest value.
         full = con.execute(
             "SELECT step, key, last(value) FROM metrics WHERE fingerprint = ? AND list_contains(?::VARCHAR[], key) "
-            "GROUP BY step, key", [fp, keys]).fetchall()
+            "GROUP BY step, key",
+            [fp, keys],
+        ).fetchall()
         by_step: dict[Any, dict[str, float]] = {}
         for step, key, value in full:
             by_step.setdefault(step, {})[key] = value
         steps = sorted(by_step, key=lambda s: (s is None, s))
         if args.tail:
-            steps = steps[-args.tail:]
-        _print_records(["step", *keys], [[s, *(by_step[s].get(k) for k in keys)] for s in steps], args.format)
+            steps = steps[-args.tail :]
+        _print_records(
+            ["step", *keys], [[s, *(by_step[s].get(k) for k in keys)] for s in steps], args.format
+        )
     return 0
 
 
@@ -265,10 +360,14 @@ def cmd_lineage(args: argparse.Namespace) -> int:
             LEFT JOIN (SELECT parent, any_value(parent_node_id) AS parent_node_id FROM lineage GROUP BY parent) l2
                    ON l2.parent = u.fp
             ORDER BY u.depth, 3
-            """, [fp, fp]).fetchall()
+            """,
+            [fp, fp],
+        ).fetchall()
         children = con.execute(
             "SELECT l.child, n.node_id, n.kind FROM lineage l LEFT JOIN nodes n ON n.fingerprint = l.child "
-            "WHERE l.parent = ? ORDER BY n.node_id", [fp]).fetchall()
+            "WHERE l.parent = ? ORDER BY n.node_id",
+            [fp],
+        ).fetchall()
     for depth, nfp, node_id, kind, _stage, indexed in up:
         label = "this node" if depth == 0 else f"ancestor, depth {depth}"
         extra = "" if indexed else "  [not in the index]"
@@ -319,8 +418,17 @@ def cmd_tables(args: argparse.Namespace) -> int:
     from psft_orchestrator.results.tables import load_definitions
 
     defs = load_definitions(_dirs(args))
-    body = [[name, d.title, "auto" if d.auto else str(len(d.columns or [])), d.paper_table or "",
-             d.filter.spec or "*", d.source_file] for name, d in sorted(defs.items())]
+    body = [
+        [
+            name,
+            d.title,
+            "auto" if d.auto else str(len(d.columns or [])),
+            d.paper_table or "",
+            d.filter.spec or "*",
+            d.source_file,
+        ]
+        for name, d in sorted(defs.items())
+    ]
     sys.stdout.write(text_table(["name", "title", "columns", "paper", "spec", "file"], body))
     return 0
 
@@ -336,9 +444,13 @@ def cmd_table(args: argparse.Namespace) -> int:
             _check_source(con, args.source, tdef.paper_table)
         if args.with_paper and not args.source:
             _check_source(con, args.paper_source, tdef.paper_table)
-        grid = compute_table(con, tdef, source=args.source,
-                             with_paper=args.paper_source if args.with_paper and not args.source else None,
-                             spec=args.spec)
+        grid = compute_table(
+            con,
+            tdef,
+            source=args.source,
+            with_paper=args.paper_source if args.with_paper and not args.source else None,
+            spec=args.spec,
+        )
     if not grid.rows:
         where = f"imported source {args.source!r}" if args.source else "the index"
         raise ResultsError(
@@ -357,10 +469,14 @@ def cmd_table(args: argparse.Namespace) -> int:
 def _check_source(con: Any, source: str, paper_table: str | None) -> None:
     from psft_orchestrator.results.store import ResultsError
 
-    n = con.execute("SELECT count(*) FROM external_results WHERE source = ?", [source]).fetchall()[0][0]
+    n = con.execute("SELECT count(*) FROM external_results WHERE source = ?", [source]).fetchall()[
+        0
+    ][0]
     if not n:
-        raise ResultsError(f"no imported results named {source!r}; load them with "
-                           f"`psft-results import FILE.csv --source {source}`")
+        raise ResultsError(
+            f"no imported results named {source!r}; load them with "
+            f"`psft-results import FILE.csv --source {source}`"
+        )
 
 
 def cmd_pivot(args: argparse.Namespace) -> int:
@@ -372,7 +488,9 @@ def cmd_pivot(args: argparse.Namespace) -> int:
     cols = [x.strip() for x in args.cols.split(",") if x.strip()]
     where = parse_where(args.where)
     with reader(_workspace(args)) as con:
-        grid = pivot(con, rows, cols, where, source=args.source, aggregate=args.agg, decimals=args.decimals)
+        grid = pivot(
+            con, rows, cols, where, source=args.source, aggregate=args.agg, decimals=args.decimals
+        )
     sys.stdout.write(render(grid, args.format))
     return 0
 
@@ -396,8 +514,10 @@ def cmd_reindex(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     stats = reindex(_workspace(args))
-    print(f"indexed {stats.nodes} nodes, {stats.runs} run records, {stats.external} imported rows "
-          f"into {stats.path} in {time.perf_counter() - t0:.1f}s")
+    print(
+        f"indexed {stats.nodes} nodes, {stats.runs} run records, {stats.external} imported rows "
+        f"into {stats.path} in {time.perf_counter() - t0:.1f}s"
+    )
     return 0
 
 
@@ -409,10 +529,18 @@ def cmd_plot(args: argparse.Namespace) -> int:
     ws = _workspace(args)
     out = args.out or ws / "figures" / f"{args.kind.replace('-', '_')}.png"
     with reader(ws) as con:
-        nodes = [_resolve_node(con, r.strip()) for r in args.nodes.split(",")] if args.nodes else None
-        sel = figures.Selection(nodes=nodes, run=args.run, spec=args.spec, where=parse_where(args.where))
+        nodes = (
+            [_resolve_node(con, r.strip()) for r in args.nodes.split(",")] if args.nodes else None
+        )
+        sel = figures.Selection(
+            nodes=nodes, run=args.run, spec=args.spec, where=parse_where(args.where)
+        )
         if args.kind == "dynamics":
-            keys = [k.strip() for k in (args.keys or "entropy,loss,clipfrac,grad_norm").split(",") if k.strip()]
+            keys = [
+                k.strip()
+                for k in (args.keys or "entropy,loss,clipfrac,grad_norm").split(",")
+                if k.strip()
+            ]
             fig = figures.training_dynamics(con, sel, keys)
         elif args.kind == "eval":
             globs = [b.strip() for b in args.benchmarks.split(",")] if args.benchmarks else ["*"]

@@ -15,7 +15,8 @@ class FilterConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     input_format: InputFormat = Field(
-        "auto", description="Row layout of the source; auto = detect from the first row's keys (data.formats)."
+        "auto",
+        description="Row layout of the source; auto = detect from the first row's keys (data.formats).",
     )
     verify_answers: bool = Field(
         True,
@@ -28,15 +29,22 @@ class FilterConfig(BaseModel):
         le=10_000_000,
         description="Drop rows longer than this many tokens (model's tokenizer + chat template); needs a `model` input.",
     )
-    dedupe: bool = Field(True, description="Drop exact duplicates (after conversion and system prompt).")
+    dedupe: bool = Field(
+        True, description="Drop exact duplicates (after conversion and system prompt)."
+    )
     system_prompt: str | None = Field(
         None, description="System message prepended to every conversation that has none."
     )
     keep_dropped_samples: int = Field(
-        20, ge=0, le=100_000, description="Dropped rows kept per reason in dropped_samples.jsonl, for auditing."
+        20,
+        ge=0,
+        le=100_000,
+        description="Dropped rows kept per reason in dropped_samples.jsonl, for auditing.",
     )
     num_workers: int | None = Field(
         None, ge=1, le=1024, description="Worker processes (None = all cores; 1 = in-process)."
     )
     chunk_size: int = Field(512, ge=1, le=1_000_000, description="Rows per task sent to a worker.")
-    limit: int | None = Field(None, ge=1, description="Read only the first N source rows (smoke runs).")
+    limit: int | None = Field(
+        None, ge=1, description="Read only the first N source rows (smoke runs)."
+    )

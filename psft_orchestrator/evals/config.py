@@ -29,18 +29,27 @@ class _Strict(BaseModel):
 class _Sampling(_Strict):
     """Generation settings shared by the suites that sample completions themselves."""
 
-    benchmarks: list[str] = Field(min_length=1, description="Names of declared benchmark datasets to run.")
+    benchmarks: list[str] = Field(
+        min_length=1, description="Names of declared benchmark datasets to run."
+    )
     name: str | None = Field(None, description="Label of the suite in scores (default: its type).")
     k: int = Field(1, ge=1, le=1024, description="Completions sampled per problem (avg@k, pass@k).")
     temperature: float = Field(0.7, ge=0.0, le=5.0, description="Sampling temperature; 0 = greedy.")
     top_p: float = Field(0.95, gt=0.0, le=1.0, description="Nucleus sampling threshold.")
-    max_new_tokens: int = Field(10240, ge=1, le=1_000_000, description="Cap on generated tokens per completion.")
-    seed: int = Field(0, ge=0, description="Sampling seed; same model + seed + batch_size = same completions.")
+    max_new_tokens: int = Field(
+        10240, ge=1, le=1_000_000, description="Cap on generated tokens per completion."
+    )
+    seed: int = Field(
+        0, ge=0, description="Sampling seed; same model + seed + batch_size = same completions."
+    )
     batch_size: int = Field(8, ge=1, le=4096, description="Sequences generated together.")
     system_prompt: str | None = Field(
-        None, description="System message prepended to prompts that have none (None = no system message)."
+        None,
+        description="System message prepended to prompts that have none (None = no system message).",
     )
-    limit: int | None = Field(None, ge=1, description="Evaluate only the first N problems of each benchmark.")
+    limit: int | None = Field(
+        None, ge=1, description="Evaluate only the first N problems of each benchmark."
+    )
 
     @property
     def label(self) -> str:
@@ -52,7 +61,9 @@ class MathSuite(_Sampling):
 
     type: Literal["math"] = "math"
     k: int = Field(8, ge=1, le=1024, description="Completions sampled per problem (avg@k, pass@k).")
-    system_prompt: str | None = Field(MATH_SYSTEM_PROMPT, description="System message for every problem.")
+    system_prompt: str | None = Field(
+        MATH_SYSTEM_PROMPT, description="System message for every problem."
+    )
 
 
 class RulesSuite(_Sampling):
@@ -60,15 +71,21 @@ class RulesSuite(_Sampling):
     exact-match / multiple-choice rows (rows with `answer`, optional `choices`)."""
 
     type: Literal["rules"] = "rules"
-    max_new_tokens: int = Field(4096, ge=1, le=1_000_000, description="Cap on generated tokens (paper: 4096).")
+    max_new_tokens: int = Field(
+        4096, ge=1, le=1_000_000, description="Cap on generated tokens (paper: 4096)."
+    )
 
 
 class JudgeSuite(_Sampling):
     """Open-ended answers graded by a judge: mean score and, with reference answers, pairwise win rate."""
 
     type: Literal["judge"] = "judge"
-    max_new_tokens: int = Field(2048, ge=1, le=1_000_000, description="Cap on generated tokens per answer.")
-    system_prompt: str | None = Field(ASSISTANT_SYSTEM_PROMPT, description="System message for every prompt.")
+    max_new_tokens: int = Field(
+        2048, ge=1, le=1_000_000, description="Cap on generated tokens per answer."
+    )
+    system_prompt: str | None = Field(
+        ASSISTANT_SYSTEM_PROMPT, description="System message for every prompt."
+    )
     judge: str = Field(
         "rules",
         description='"rules" (rule-based grader using each row\'s answer/checks) or the path of a local HF model.',
@@ -78,8 +95,12 @@ class JudgeSuite(_Sampling):
         description="Declared benchmark dataset holding reference answers (`prompt`, `answer`) for the win "
         "rate; None = use each row's own `reference` field when present.",
     )
-    rubric: str = Field(DEFAULT_RUBRIC, description="Instruction given to a model judge for single-answer grading.")
-    judge_max_new_tokens: int = Field(512, ge=1, le=32768, description="Cap on a model judge's output.")
+    rubric: str = Field(
+        DEFAULT_RUBRIC, description="Instruction given to a model judge for single-answer grading."
+    )
+    judge_max_new_tokens: int = Field(
+        512, ge=1, le=32768, description="Cap on a model judge's output."
+    )
 
 
 class LMEvalSuite(_Strict):
@@ -87,18 +108,33 @@ class LMEvalSuite(_Strict):
 
     type: Literal["lmeval"] = "lmeval"
     name: str | None = Field(None, description="Label of the suite in scores (default: its type).")
-    tasks: list[str] = Field(default_factory=list, description="lm-eval task names from its registry (e.g. gsm8k_cot).")
-    benchmarks: list[str] = Field(
-        default_factory=list, description="Declared local benchmark datasets, wired in as generated task YAMLs."
+    tasks: list[str] = Field(
+        default_factory=list, description="lm-eval task names from its registry (e.g. gsm8k_cot)."
     )
-    num_fewshot: int | None = Field(None, ge=0, le=64, description="Few-shot examples (None = task default).")
+    benchmarks: list[str] = Field(
+        default_factory=list,
+        description="Declared local benchmark datasets, wired in as generated task YAMLs.",
+    )
+    num_fewshot: int | None = Field(
+        None, ge=0, le=64, description="Few-shot examples (None = task default)."
+    )
     batch_size: int = Field(4, ge=1, le=4096, description="lm-eval batch size.")
-    limit: int | None = Field(None, ge=1, description="Evaluate only the first N documents of each task.")
-    backend: Literal["hf", "vllm"] = Field("hf", description="lm-eval model type; vllm needs a GPU.")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("float32", description="Model dtype for lm-eval.")
-    max_gen_toks: int = Field(256, ge=1, le=1_000_000, description="Generation cap of the generated local tasks.")
+    limit: int | None = Field(
+        None, ge=1, description="Evaluate only the first N documents of each task."
+    )
+    backend: Literal["hf", "vllm"] = Field(
+        "hf", description="lm-eval model type; vllm needs a GPU."
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "float32", description="Model dtype for lm-eval."
+    )
+    max_gen_toks: int = Field(
+        256, ge=1, le=1_000_000, description="Generation cap of the generated local tasks."
+    )
     system_prompt: str | None = Field(None, description="System instruction passed to lm-eval.")
-    apply_chat_template: bool = Field(True, description="Render prompts with the model's chat template.")
+    apply_chat_template: bool = Field(
+        True, description="Render prompts with the model's chat template."
+    )
 
     @property
     def label(self) -> str:
@@ -117,4 +153,6 @@ Suite = Annotated[MathSuite | LMEvalSuite | RulesSuite | JudgeSuite, Field(discr
 class EvalConfig(_Strict):
     """The `eval` stage's fields: the suites to run over the declared benchmarks."""
 
-    suites: list[Suite] = Field(min_length=1, description="Suites run in order; each yields ScoreRows.")
+    suites: list[Suite] = Field(
+        min_length=1, description="Suites run in order; each yields ScoreRows."
+    )

@@ -43,8 +43,10 @@ class Selection:
         if self.nodes:
             conds.append(f"n.fingerprint IN (SELECT unnest({params(self.nodes)}::VARCHAR[]))")
         if self.run:
-            conds.append(f"(n.run_id = {params(self.run)} OR n.fingerprint IN "
-                         f"(SELECT fingerprint FROM run_nodes WHERE run_id = {params(self.run)}))")
+            conds.append(
+                f"(n.run_id = {params(self.run)} OR n.fingerprint IN "
+                f"(SELECT fingerprint FROM run_nodes WHERE run_id = {params(self.run)}))"
+            )
         if self.spec:
             conds.append(f"n.spec_name = {params(self.spec)}")
         if self.where:
@@ -54,15 +56,20 @@ class Selection:
         return " AND ".join(conds) or "TRUE"
 
 
-def _nodes(con: duckdb.DuckDBPyConnection, sel: Selection, extra_where: str = "TRUE",
-           params: _Params | None = None) -> list[tuple[str, str]]:
+def _nodes(
+    con: duckdb.DuckDBPyConnection,
+    sel: Selection,
+    extra_where: str = "TRUE",
+    params: _Params | None = None,
+) -> list[tuple[str, str]]:
     """(fingerprint, legend label) of the selected nodes, ordered by method then seed.
     `params`: the parameters already bound in `extra_where`."""
     params = params or _Params()
     where = sel.sql(con, params)
     rows = con.execute(
         f"SELECT n.fingerprint, n.method, n.seed, n.node_id, n.model FROM nodes n WHERE {where} AND {extra_where} "
-        "ORDER BY n.model, n.method, n.seed, n.node_id", params.values,
+        "ORDER BY n.model, n.method, n.seed, n.node_id",
+        params.values,
     ).fetchall()
     methods = [r[1] for r in rows]
     models = {r[4] for r in rows}
@@ -89,18 +96,23 @@ def _plt() -> Any:
 def _series(con: duckdb.DuckDBPyConnection, fp: str, key: str) -> tuple[list[float], list[float]]:
     rows = con.execute(
         "SELECT step, last(value) FROM metrics WHERE fingerprint = ? AND key = ? AND step IS NOT NULL "
-        "GROUP BY step ORDER BY step", [fp, key]).fetchall()
+        "GROUP BY step ORDER BY step",
+        [fp, key],
+    ).fetchall()
     return [r[0] for r in rows], [r[1] for r in rows]
 
 
-def _metric_figure(con: duckdb.DuckDBPyConnection, sel: Selection, keys: list[str], title: str,
-                   what: str) -> Figure:
+def _metric_figure(
+    con: duckdb.DuckDBPyConnection, sel: Selection, keys: list[str], title: str, what: str
+) -> Figure:
     params = _Params()
     has = f"n.fingerprint IN (SELECT fingerprint FROM metrics WHERE key IN (SELECT unnest({params(keys)}::VARCHAR[])))"
     nodes = _nodes(con, sel, has, params)
     if not nodes:
-        raise ResultsError(f"no selected node logged {', '.join(keys)}; check --run/--spec/--where/--nodes "
-                           f"(`psft-results metrics NODE` shows what a node logged)")
+        raise ResultsError(
+            f"no selected node logged {', '.join(keys)}; check --run/--spec/--where/--nodes "
+            f"(`psft-results metrics NODE` shows what a node logged)"
+        )
     plt = _plt()
     ncols = min(len(keys), 2)
     nrows = (len(keys) + ncols - 1) // ncols
@@ -115,7 +127,7 @@ def _metric_figure(con: duckdb.DuckDBPyConnection, sel: Selection, keys: list[st
         ax.grid(alpha=0.3)
         if ax.lines:
             ax.legend(fontsize=8)
-    for ax in list(axes.flat)[len(keys):]:
+    for ax in list(axes.flat)[len(keys) :]:
         ax.set_visible(False)
     fig.suptitle(title)
     fig.tight_layout()
@@ -134,7 +146,9 @@ def dpo_rewards(con: duckdb.DuckDBPyConnection, sel: Selection) -> Figure:
     has = f"n.fingerprint IN (SELECT fingerprint FROM metrics WHERE key IN (SELECT unnest({params(keys)}::VARCHAR[])))"
     nodes = _nodes(con, sel, has, params)
     if not nodes:
-        raise ResultsError("no selected node logged rewards/chosen or rewards/rejected (DPO stages log them)")
+        raise ResultsError(
+            "no selected node logged rewards/chosen or rewards/rejected (DPO stages log them)"
+        )
     plt = _plt()
     fig, axes = plt.subplots(1, len(nodes), figsize=(5.5 * len(nodes), 3.6), squeeze=False)
     for ax, (fp, label) in zip(axes.flat, nodes, strict=True):
@@ -153,8 +167,9 @@ def dpo_rewards(con: duckdb.DuckDBPyConnection, sel: Selection) -> Figure:
     return fig
 
 
-def eval_vs_step(con: duckdb.DuckDBPyConnection, sel: Selection, benchmarks: list[str],
-                 mean: bool = False) -> Figure:
+def eval_vs_step(
+    con: duckdb.DuckDBPyConnection, sel: Selection, benchmarks: list[str], mean: bool = False
+) -> Figure:
     """Score vs training step, one panel per benchmark (or their mean), one line per method.
 
     The step of a score is its ScoreRow.step, or else the eval node's `step` label (for
@@ -171,10 +186,14 @@ def eval_vs_step(con: duckdb.DuckDBPyConnection, sel: Selection, benchmarks: lis
         FROM nodes n JOIN scores s ON s.fingerprint = n.fingerprint
         WHERE {where} AND ({globs}) AND coalesce(s.step, TRY_CAST({step_label} AS BIGINT)) IS NOT NULL
         GROUP BY ALL ORDER BY model, method, benchmark, x
-        """, params.values).fetchall()
+        """,
+        params.values,
+    ).fetchall()
     if not rows:
-        raise ResultsError("no intermediate eval scores (scores with a step, or eval nodes with a `step` label) "
-                           "among the selected nodes")
+        raise ResultsError(
+            "no intermediate eval scores (scores with a step, or eval nodes with a `step` label) "
+            "among the selected nodes"
+        )
     series: dict[str, dict[tuple[str, str], dict[int, float]]] = {}
     models = {r[0] for r in rows}
     for model, method, bench, x, y in rows:
@@ -193,13 +212,15 @@ def eval_vs_step(con: duckdb.DuckDBPyConnection, sel: Selection, benchmarks: lis
                 lines.setdefault(label, {}).setdefault(x, []).append(y)
         for label, pts in sorted(lines.items()):
             xs = sorted(pts)
-            ax.plot(xs, [sum(pts[x]) / len(pts[x]) for x in xs], marker="o", markersize=3, label=label)
+            ax.plot(
+                xs, [sum(pts[x]) / len(pts[x]) for x in xs], marker="o", markersize=3, label=label
+            )
         ax.set_title(f"mean of {', '.join(benchmarks)}" if mean else panel)
         ax.set_xlabel("step")
         ax.set_ylabel("score")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    for ax in list(axes.flat)[len(panels):]:
+    for ax in list(axes.flat)[len(panels) :]:
         ax.set_visible(False)
     fig.suptitle("Eval score vs step")
     fig.tight_layout()
@@ -220,8 +241,10 @@ def clipped_token_counts(con: duckdb.DuckDBPyConnection, fp: str) -> Counter[str
                 except (ValueError, AttributeError):
                     continue
         return counts
-    for (value,) in con.execute("SELECT value FROM metric_values WHERE fingerprint = ? AND key = ?",
-                                [fp, CLIPPED_TOKENS_KEY]).fetchall():
+    for (value,) in con.execute(
+        "SELECT value FROM metric_values WHERE fingerprint = ? AND key = ?",
+        [fp, CLIPPED_TOKENS_KEY],
+    ).fetchall():
         _add_tokens(counts, json.loads(value))
     return counts
 
@@ -236,12 +259,18 @@ def _add_tokens(counts: Counter[str], tokens: Any) -> None:
 
 def clipped_tokens(con: duckdb.DuckDBPyConnection, sel: Selection, top: int = 20) -> Figure:
     """Horizontal bars of the `top` most often clipped tokens, one panel per node (Fig. 8)."""
-    nodes = [(fp, label, c) for fp, label in _nodes(con, sel) if (c := clipped_token_counts(con, fp))]
+    nodes = [
+        (fp, label, c) for fp, label in _nodes(con, sel) if (c := clipped_token_counts(con, fp))
+    ]
     if not nodes:
-        raise ResultsError(f"no selected node has {CLIPPED_TOKENS_FILE} or a {CLIPPED_TOKENS_KEY!r} metric "
-                           f"(PSFT stages record them)")
+        raise ResultsError(
+            f"no selected node has {CLIPPED_TOKENS_FILE} or a {CLIPPED_TOKENS_KEY!r} metric "
+            f"(PSFT stages record them)"
+        )
     plt = _plt()
-    fig, axes = plt.subplots(1, len(nodes), figsize=(5 * len(nodes), 0.28 * top + 1.5), squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(nodes), figsize=(5 * len(nodes), 0.28 * top + 1.5), squeeze=False
+    )
     for ax, (_fp, label, counts) in zip(axes.flat, nodes, strict=True):
         common = counts.most_common(top)[::-1]
         ax.barh([repr(t)[1:-1] for t, _ in common], [c for _, c in common], color="tab:purple")
@@ -260,4 +289,11 @@ def save(fig: Figure, path: str | Path) -> Path:
     return path
 
 
-__all__ = ["Selection", "clipped_tokens", "dpo_rewards", "eval_vs_step", "save", "training_dynamics"]
+__all__ = [
+    "Selection",
+    "clipped_tokens",
+    "dpo_rewards",
+    "eval_vs_step",
+    "save",
+    "training_dynamics",
+]

@@ -95,7 +95,9 @@ def ingest_nodes(con: duckdb.DuckDBPyConnection, node_dirs: list[Path]) -> list[
         con.register("_fps", pa.table({"fingerprint": pa.array(fps, pa.string())}))
         # Replace, never duplicate. Only nodes already indexed need deleting, and skipping the
         # delete for new ones matters: deleting from `metrics` scans the whole table.
-        if con.execute("SELECT count(*) FROM nodes WHERE fingerprint IN (SELECT fingerprint FROM _fps)").fetchall()[0][0]:
+        if con.execute(
+            "SELECT count(*) FROM nodes WHERE fingerprint IN (SELECT fingerprint FROM _fps)"
+        ).fetchall()[0][0]:
             for table, key in NODE_TABLES.items():
                 con.execute(f"DELETE FROM {table} WHERE {key} IN (SELECT fingerprint FROM _fps)")
         for table, arrow in tables.items():
@@ -121,11 +123,15 @@ def _read_node(node_dir: Path) -> NodeFiles:
         raise ResultsError(f"{manifest_path}: expected a JSON object")
     missing = [k for k in ("fingerprint", "node_id", "stage") if not m.get(k)]
     if missing:
-        raise ResultsError(f"{manifest_path}: missing {', '.join(missing)} (see docs/architecture.md)")
+        raise ResultsError(
+            f"{manifest_path}: missing {', '.join(missing)} (see docs/architecture.md)"
+        )
     fp = str(m["fingerprint"])
     labels = m.get("labels") or {}
     if not isinstance(labels, dict):
-        raise ResultsError(f"{manifest_path}: labels must be an object, got {type(labels).__name__}")
+        raise ResultsError(
+            f"{manifest_path}: labels must be an object, got {type(labels).__name__}"
+        )
     node = {
         "fingerprint": fp,
         "run_id": m.get("run_id"),
@@ -185,32 +191,65 @@ def _arrow_tables(parsed: list[NodeFiles]) -> dict[str, pa.Table]:
     import pyarrow as pa
 
     ts = pa.timestamp("us", tz="UTC")
-    node_schema = pa.schema([
-        ("fingerprint", pa.string()), ("run_id", pa.string()), ("spec_name", pa.string()),
-        ("stage", pa.string()), ("node_id", pa.string()), ("kind", pa.string()),
-        ("method", pa.string()), ("model", pa.string()), ("backend", pa.string()),
-        ("seed", pa.int64()), ("status", pa.string()), ("started_at", ts), ("ended_at", ts),
-        ("duration_s", pa.float64()), ("output_type", pa.string()), ("host", pa.string()),
-        ("attempt", pa.int32()), ("config", pa.string()), ("labels", pa.string()),
-        ("versions", pa.string()), ("artifact_path", pa.string()),
-    ])
-    score_schema = pa.schema([
-        ("fingerprint", pa.string()), ("suite", pa.string()), ("benchmark", pa.string()),
-        ("metric", pa.string()), ("value", pa.float64()), ("n", pa.int32()),
-        ("stderr", pa.float64()), ("step", pa.int64()),
-    ])
+    node_schema = pa.schema(
+        [
+            ("fingerprint", pa.string()),
+            ("run_id", pa.string()),
+            ("spec_name", pa.string()),
+            ("stage", pa.string()),
+            ("node_id", pa.string()),
+            ("kind", pa.string()),
+            ("method", pa.string()),
+            ("model", pa.string()),
+            ("backend", pa.string()),
+            ("seed", pa.int64()),
+            ("status", pa.string()),
+            ("started_at", ts),
+            ("ended_at", ts),
+            ("duration_s", pa.float64()),
+            ("output_type", pa.string()),
+            ("host", pa.string()),
+            ("attempt", pa.int32()),
+            ("config", pa.string()),
+            ("labels", pa.string()),
+            ("versions", pa.string()),
+            ("artifact_path", pa.string()),
+        ]
+    )
+    score_schema = pa.schema(
+        [
+            ("fingerprint", pa.string()),
+            ("suite", pa.string()),
+            ("benchmark", pa.string()),
+            ("metric", pa.string()),
+            ("value", pa.float64()),
+            ("n", pa.int32()),
+            ("stderr", pa.float64()),
+            ("step", pa.int64()),
+        ]
+    )
     return {
         "nodes": pa.Table.from_pylist([p.node for p in parsed], schema=node_schema),
-        "labels": pa.table({
-            "fingerprint": [p.node["fingerprint"] for p in parsed for _ in p.labels],
-            "key": [k for p in parsed for k, _ in p.labels],
-            "value": [v for p in parsed for _, v in p.labels],
-        }, schema=pa.schema([("fingerprint", pa.string()), ("key", pa.string()), ("value", pa.string())])),
-        "lineage": pa.table({
-            "child": [p.node["fingerprint"] for p in parsed for _ in p.parents],
-            "parent": [fp for p in parsed for fp, _ in p.parents],
-            "parent_node_id": [nid for p in parsed for _, nid in p.parents],
-        }, schema=pa.schema([("child", pa.string()), ("parent", pa.string()), ("parent_node_id", pa.string())])),
+        "labels": pa.table(
+            {
+                "fingerprint": [p.node["fingerprint"] for p in parsed for _ in p.labels],
+                "key": [k for p in parsed for k, _ in p.labels],
+                "value": [v for p in parsed for _, v in p.labels],
+            },
+            schema=pa.schema(
+                [("fingerprint", pa.string()), ("key", pa.string()), ("value", pa.string())]
+            ),
+        ),
+        "lineage": pa.table(
+            {
+                "child": [p.node["fingerprint"] for p in parsed for _ in p.parents],
+                "parent": [fp for p in parsed for fp, _ in p.parents],
+                "parent_node_id": [nid for p in parsed for _, nid in p.parents],
+            },
+            schema=pa.schema(
+                [("child", pa.string()), ("parent", pa.string()), ("parent_node_id", pa.string())]
+            ),
+        ),
         "scores": pa.Table.from_pylist([s for p in parsed for s in p.scores], schema=score_schema),
     }
 
@@ -223,7 +262,10 @@ def _stage_metrics(con: duckdb.DuckDBPyConnection, files: list[tuple[str, Path]]
     con.execute(_KV_CREATE)
 
     def load(batch: list[tuple[str, Path]]) -> None:
-        con.register("_files", pa.table({"fingerprint": [fp for fp, _ in batch], "path": [str(p) for _, p in batch]}))
+        con.register(
+            "_files",
+            pa.table({"fingerprint": [fp for fp, _ in batch], "path": [str(p) for _, p in batch]}),
+        )
         try:
             con.execute(_KV_READ, {"files": [str(p) for _, p in batch]})
         finally:
@@ -273,17 +315,23 @@ def _stage_metrics_python(con: duckdb.DuckDBPyConnection, fp: str, path: Path) -
     if bad:
         import sys
 
-        print(f"warning: {path}: skipped unparseable line(s) {bad[:5]}{'...' if len(bad) > 5 else ''}", file=sys.stderr)
+        print(
+            f"warning: {path}: skipped unparseable line(s) {bad[:5]}{'...' if len(bad) > 5 else ''}",
+            file=sys.stderr,
+        )
     for cols, is_num in ((numeric, True), (other, False)):
         n = len(cols["step"])
         if not n:
             continue
-        arrow = pa.table({
-            "fingerprint": pa.array([fp] * n, pa.string()), "step": pa.array(cols["step"], pa.int64()),
-            "key": pa.array(cols["key"], pa.string()),
-            "num": pa.array(cols["value"] if is_num else [None] * n, pa.float64()),
-            "other": pa.array([None] * n if is_num else cols["value"], pa.string()),
-        })
+        arrow = pa.table(
+            {
+                "fingerprint": pa.array([fp] * n, pa.string()),
+                "step": pa.array(cols["step"], pa.int64()),
+                "key": pa.array(cols["key"], pa.string()),
+                "num": pa.array(cols["value"] if is_num else [None] * n, pa.float64()),
+                "other": pa.array([None] * n if is_num else cols["value"], pa.string()),
+            }
+        )
         con.register("_in", arrow)
         con.execute("INSERT INTO _kv BY NAME SELECT * FROM _in")
         con.unregister("_in")
@@ -303,27 +351,61 @@ def ingest_run_record(con: duckdb.DuckDBPyConnection, path: str | Path) -> str:
     run_id = str(rec["run_id"])
     nodes = [n for n in rec.get("nodes") or [] if isinstance(n, dict)]
     run = {
-        "run_id": run_id, "spec_name": rec.get("spec_name"), "spec_path": rec.get("spec_path"),
-        "started_at": _time(rec.get("started_at")), "ended_at": _time(rec.get("ended_at")),
-        "status": rec.get("status"), "n_nodes": len(nodes), "record_path": str(path.resolve()),
+        "run_id": run_id,
+        "spec_name": rec.get("spec_name"),
+        "spec_path": rec.get("spec_path"),
+        "started_at": _time(rec.get("started_at")),
+        "ended_at": _time(rec.get("ended_at")),
+        "status": rec.get("status"),
+        "n_nodes": len(nodes),
+        "record_path": str(path.resolve()),
     }
-    run_nodes = [{
-        "run_id": run_id, "node_id": _text(n.get("node_id")), "stage": _text(n.get("stage")),
-        "fingerprint": _text(n.get("fingerprint")), "status": _text(n.get("status")),
-        "cached": bool(n.get("cached")) if n.get("cached") is not None else None,
-        "duration_s": _float(n.get("duration_s")), "error": _text(n.get("error")), "log": _text(n.get("log")),
-    } for n in nodes]
+    run_nodes = [
+        {
+            "run_id": run_id,
+            "node_id": _text(n.get("node_id")),
+            "stage": _text(n.get("stage")),
+            "fingerprint": _text(n.get("fingerprint")),
+            "status": _text(n.get("status")),
+            "cached": bool(n.get("cached")) if n.get("cached") is not None else None,
+            "duration_s": _float(n.get("duration_s")),
+            "error": _text(n.get("error")),
+            "log": _text(n.get("log")),
+        }
+        for n in nodes
+    ]
     ts = pa.timestamp("us", tz="UTC")
-    run_t = pa.Table.from_pylist([run], schema=pa.schema([
-        ("run_id", pa.string()), ("spec_name", pa.string()), ("spec_path", pa.string()),
-        ("started_at", ts), ("ended_at", ts), ("status", pa.string()), ("n_nodes", pa.int32()),
-        ("record_path", pa.string()),
-    ]))
-    nodes_t = pa.Table.from_pylist(run_nodes, schema=pa.schema([
-        ("run_id", pa.string()), ("node_id", pa.string()), ("stage", pa.string()),
-        ("fingerprint", pa.string()), ("status", pa.string()), ("cached", pa.bool_()),
-        ("duration_s", pa.float64()), ("error", pa.string()), ("log", pa.string()),
-    ]))
+    run_t = pa.Table.from_pylist(
+        [run],
+        schema=pa.schema(
+            [
+                ("run_id", pa.string()),
+                ("spec_name", pa.string()),
+                ("spec_path", pa.string()),
+                ("started_at", ts),
+                ("ended_at", ts),
+                ("status", pa.string()),
+                ("n_nodes", pa.int32()),
+                ("record_path", pa.string()),
+            ]
+        ),
+    )
+    nodes_t = pa.Table.from_pylist(
+        run_nodes,
+        schema=pa.schema(
+            [
+                ("run_id", pa.string()),
+                ("node_id", pa.string()),
+                ("stage", pa.string()),
+                ("fingerprint", pa.string()),
+                ("status", pa.string()),
+                ("cached", pa.bool_()),
+                ("duration_s", pa.float64()),
+                ("error", pa.string()),
+                ("log", pa.string()),
+            ]
+        ),
+    )
     con.begin()
     try:
         con.execute("DELETE FROM runs WHERE run_id = ?", [run_id])
@@ -363,14 +445,22 @@ def read_external_csv(path: str | Path) -> list[dict[str, Any]]:
             avg_text = (rec.get("reported_avg") or "").strip()
             reported_avg = float(avg_text) if avg_text else None
         except ValueError:
-            raise UsageError(f"{path}:{lineno}: score/reported_avg must be numbers, got {rec}") from None
+            raise UsageError(
+                f"{path}:{lineno}: score/reported_avg must be numbers, got {rec}"
+            ) from None
         row = {
-            "table_id": rec["table"].strip(), "model": rec["model"].strip(), "method": rec["method"].strip(),
-            "benchmark": rec["benchmark"].strip(), "score": score, "reported_avg": reported_avg,
+            "table_id": rec["table"].strip(),
+            "model": rec["model"].strip(),
+            "method": rec["method"].strip(),
+            "benchmark": rec["benchmark"].strip(),
+            "score": score,
+            "reported_avg": reported_avg,
         }
         key = (row["table_id"], row["model"], row["method"], row["benchmark"])
         if key in seen:
-            raise UsageError(f"{path}:{lineno}: duplicate of line {seen[key]} (same table, model, method, benchmark)")
+            raise UsageError(
+                f"{path}:{lineno}: duplicate of line {seen[key]} (same table, model, method, benchmark)"
+            )
         seen[key] = lineno
         rows.append(row)
     return rows
@@ -383,10 +473,20 @@ def import_external(con: duckdb.DuckDBPyConnection, csv_path: str | Path, source
     if not SOURCE_RE.match(source):
         raise UsageError(f"--source {source!r}: use letters, digits, '_', '-', '.' (e.g. paper)")
     rows = read_external_csv(csv_path)
-    arrow = pa.Table.from_pylist([{"source": source, **r} for r in rows], schema=pa.schema([
-        ("source", pa.string()), ("table_id", pa.string()), ("model", pa.string()), ("method", pa.string()),
-        ("benchmark", pa.string()), ("score", pa.float64()), ("reported_avg", pa.float64()),
-    ]))
+    arrow = pa.Table.from_pylist(
+        [{"source": source, **r} for r in rows],
+        schema=pa.schema(
+            [
+                ("source", pa.string()),
+                ("table_id", pa.string()),
+                ("model", pa.string()),
+                ("method", pa.string()),
+                ("benchmark", pa.string()),
+                ("score", pa.float64()),
+                ("reported_avg", pa.float64()),
+            ]
+        ),
+    )
     con.begin()
     try:
         con.execute("DELETE FROM external_results WHERE source = ?", [source])
@@ -420,8 +520,11 @@ def find_node_dirs(workspace: str | Path) -> list[Path]:
     if not root.is_dir():
         return []
     return sorted(
-        d for d in root.glob("*/*")
-        if not d.parent.name.startswith(".") and (d / "_SUCCESS").exists() and (d / "manifest.json").exists()
+        d
+        for d in root.glob("*/*")
+        if not d.parent.name.startswith(".")
+        and (d / "_SUCCESS").exists()
+        and (d / "manifest.json").exists()
     )
 
 

@@ -52,15 +52,22 @@ def fmt(x: float | None, decimals: int) -> str:
 
 
 def render(grid: Grid, fmt_name: str) -> str:
-    return {"markdown": to_markdown, "latex": to_latex, "csv": to_csv, "json": to_json,
-            "table": to_text}[fmt_name](grid)
+    return {
+        "markdown": to_markdown,
+        "latex": to_latex,
+        "csv": to_csv,
+        "json": to_json,
+        "table": to_text,
+    }[fmt_name](grid)
 
 
 def to_markdown(grid: Grid) -> str:
     head = [*grid.key_headers, *grid.value_headers]
     lines = [f"**{grid.title}**", ""] if grid.title else []
     lines.append("| " + " | ".join(_md(h) for h in head) + " |")
-    lines.append("|" + "|".join([":---"] * len(grid.key_headers) + ["---:"] * len(grid.value_headers)) + "|")
+    lines.append(
+        "|" + "|".join([":---"] * len(grid.key_headers) + ["---:"] * len(grid.value_headers)) + "|"
+    )
     for row in grid.rows:
         cells = [_md(k) for k in row.keys]
         for i in range(len(row.values)):
@@ -69,15 +76,22 @@ def to_markdown(grid: Grid) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     if grid.footnotes:
         lines.append("")
-        lines += [f"{str(n).translate(_SUPERSCRIPT)} {_md(text)}" for n, text in enumerate(grid.footnotes, 1)]
+        lines += [
+            f"{str(n).translate(_SUPERSCRIPT)} {_md(text)}"
+            for n, text in enumerate(grid.footnotes, 1)
+        ]
     return "\n".join(lines) + "\n"
 
 
 def to_latex(grid: Grid) -> str:
     spec = "l" * len(grid.key_headers) + "r" * len(grid.value_headers)
     out = [f"% {grid.title}"] if grid.title else []
-    out += [f"\\begin{{tabular}}{{{spec}}}", "\\toprule",
-            " & ".join(_tex(h) for h in [*grid.key_headers, *grid.value_headers]) + " \\\\", "\\midrule"]
+    out += [
+        f"\\begin{{tabular}}{{{spec}}}",
+        "\\toprule",
+        " & ".join(_tex(h) for h in [*grid.key_headers, *grid.value_headers]) + " \\\\",
+        "\\midrule",
+    ]
     for row in grid.rows:
         cells = [_tex(k) for k in row.keys]
         for i in range(len(row.values)):
@@ -109,17 +123,31 @@ def to_json(grid: Grid) -> str:
         rec: dict[str, Any] = dict(zip(grid.key_headers, row.keys, strict=True))
         for i, h in enumerate(grid.value_headers):
             v = row.values[i]
-            rec[h] = None if v is None else float(round_half_up(v, grid.decimals)) if v == v else None
+            rec[h] = (
+                None if v is None else float(round_half_up(v, grid.decimals)) if v == v else None
+            )
         if row.marks:
             rec["notes"] = [grid.footnotes[n - 1] for n in sorted(set(row.marks.values()))]
         rows.append(rec)
-    return json.dumps({"title": grid.title, "columns": [*grid.key_headers, *grid.value_headers],
-                       "rows": rows, "footnotes": grid.footnotes}, indent=2) + "\n"
+    return (
+        json.dumps(
+            {
+                "title": grid.title,
+                "columns": [*grid.key_headers, *grid.value_headers],
+                "rows": rows,
+                "footnotes": grid.footnotes,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
 
 
 def to_text(grid: Grid) -> str:
     head = [*grid.key_headers, *grid.value_headers]
-    body = [[*row.keys, *(grid.cell_text(row, i) for i in range(len(row.values)))] for row in grid.rows]
+    body = [
+        [*row.keys, *(grid.cell_text(row, i) for i in range(len(row.values)))] for row in grid.rows
+    ]
     return text_table(head, body, right=set(range(len(grid.key_headers), len(head))))
 
 
@@ -129,7 +157,10 @@ def text_table(head: list[str], body: list[list[str]], right: set[int] | None = 
     widths = [max([len(h)] + [len(r[i]) for r in body]) for i, h in enumerate(head)]
 
     def line(cells: list[str]) -> str:
-        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
+        return "  ".join(
+            c.rjust(w) if i in right else c.ljust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ).rstrip()
 
     return "\n".join([line(head), line(["-" * w for w in widths]), *(line(r) for r in body)]) + "\n"
 
@@ -138,8 +169,18 @@ def _md(text: str) -> str:
     return str(text).replace("|", "\\|")
 
 
-_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-        "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+_TEX = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+}
 
 
 def _tex(text: str) -> str:

@@ -171,8 +171,9 @@ def _wait_default() -> float:
     return float(os.environ.get("PSFT_INDEX_WAIT_S") or DEFAULT_WAIT_S)
 
 
-def connect(path: str | Path, *, read_only: bool, wait_s: float | None = None,
-            sandbox: bool = False) -> duckdb.DuckDBPyConnection:
+def connect(
+    path: str | Path, *, read_only: bool, wait_s: float | None = None, sandbox: bool = False
+) -> duckdb.DuckDBPyConnection:
     """Open `path`, waiting up to `wait_s` for another process's lock; raise IndexBusyError after.
 
     `sandbox=True` also turns off DuckDB's file-system access (no read_csv('/etc/...'), no
@@ -232,7 +233,9 @@ def check_schema(con: duckdb.DuckDBPyConnection, path: Path) -> None:
 
 
 @contextmanager
-def writer(workspace: str | Path, wait_s: float | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+def writer(
+    workspace: str | Path, wait_s: float | None = None
+) -> Iterator[duckdb.DuckDBPyConnection]:
     """A read-write connection with the schema in place; closed (and checkpointed) on exit."""
     path = db_path(workspace)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -245,8 +248,9 @@ def writer(workspace: str | Path, wait_s: float | None = None) -> Iterator[duckd
 
 
 @contextmanager
-def reader(workspace: str | Path, wait_s: float | None = None,
-           sandbox: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+def reader(
+    workspace: str | Path, wait_s: float | None = None, sandbox: bool = False
+) -> Iterator[duckdb.DuckDBPyConnection]:
     """A read-only connection to an existing index."""
     path = db_path(workspace)
     con = connect(path, read_only=True, wait_s=wait_s, sandbox=sandbox)

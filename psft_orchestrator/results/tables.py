@@ -39,11 +39,24 @@ AVG_TOLERANCE = 0.01
 # Fields a table row / pivot / --where may name, and the SQL they stand for. Any other name is
 # looked up as a label key (bound as a parameter).
 NODE_FIELDS: dict[str, str] = {
-    "method": "n.method", "model": "n.model", "seed": "n.seed", "stage": "n.stage",
-    "kind": "n.kind", "backend": "n.backend", "spec": "n.spec_name", "spec_name": "n.spec_name",
-    "node_id": "n.node_id", "run_id": "n.run_id", "fingerprint": "n.fingerprint",
+    "method": "n.method",
+    "model": "n.model",
+    "seed": "n.seed",
+    "stage": "n.stage",
+    "kind": "n.kind",
+    "backend": "n.backend",
+    "spec": "n.spec_name",
+    "spec_name": "n.spec_name",
+    "node_id": "n.node_id",
+    "run_id": "n.run_id",
+    "fingerprint": "n.fingerprint",
 }
-SCORE_FIELDS: dict[str, str] = {"suite": "s.suite", "benchmark": "s.benchmark", "metric": "s.metric", "step": "s.step"}
+SCORE_FIELDS: dict[str, str] = {
+    "suite": "s.suite",
+    "benchmark": "s.benchmark",
+    "metric": "s.metric",
+    "step": "s.step",
+}
 METRIC_FIELDS: dict[str, str] = {"key": "m.key"}
 AGGREGATES: dict[str, str] = {"mean": "avg", "median": "median", "min": "min", "max": "max"}
 
@@ -67,9 +80,15 @@ class Column(_Strict):
     """One benchmark column."""
 
     header: str = Field(description="Column header as printed (the paper's spelling).")
-    benchmark: list[str] = Field(description="Benchmark name(s) in scores.json; matched case-insensitively.")
-    metric: list[str] | None = Field(None, description="Metric glob(s); default: the table's `metric`.")
-    external: str | None = Field(None, description="Benchmark name in imported results; default: header.")
+    benchmark: list[str] = Field(
+        description="Benchmark name(s) in scores.json; matched case-insensitively."
+    )
+    metric: list[str] | None = Field(
+        None, description="Metric glob(s); default: the table's `metric`."
+    )
+    external: str | None = Field(
+        None, description="Benchmark name in imported results; default: header."
+    )
 
     _list = field_validator("benchmark", "metric", mode="before")(_as_list)
 
@@ -90,7 +109,8 @@ class Filter(_Strict):
     suite: str | None = None
     labels: dict[str, str | int | float | bool] = Field(default_factory=dict)
     step: Literal["final"] | int = Field(
-        "final", description="'final': each node's final eval (step null, else its last step); or a step number."
+        "final",
+        description="'final': each node's final eval (step null, else its last step); or a step number.",
     )
 
 
@@ -98,10 +118,14 @@ class TableDef(_Strict):
     name: str = ""
     title: str = ""
     description: str = ""
-    paper_table: str | None = Field(None, description="The `table` value of these numbers in imported CSVs.")
+    paper_table: str | None = Field(
+        None, description="The `table` value of these numbers in imported CSVs."
+    )
     rows: list[str] = Field(["model", "method"], min_length=1)
     row_order: dict[str, list[str]] = Field(default_factory=dict)
-    columns: list[Column] | None = Field(None, description="None (YAML `auto`): whatever benchmarks exist.")
+    columns: list[Column] | None = Field(
+        None, description="None (YAML `auto`): whatever benchmarks exist."
+    )
     auto_columns: AutoColumns = Field(default_factory=AutoColumns)
     metric: list[str] = Field(["*"], description="Default metric glob(s) for every column.")
     aggregate: Literal["mean", "median", "min", "max"] = "mean"
@@ -132,7 +156,10 @@ class TableDef(_Strict):
     @classmethod
     def _order_text(cls, v: Any) -> Any:
         if isinstance(v, dict):
-            return {k: [str(x) for x in vals] if isinstance(vals, list) else vals for k, vals in v.items()}
+            return {
+                k: [str(x) for x in vals] if isinstance(vals, list) else vals
+                for k, vals in v.items()
+            }
         return v
 
     @property
@@ -204,7 +231,9 @@ def load_definitions(dirs: Sequence[Path]) -> dict[str, TableDef]:
         for path in sorted([*d.glob("*.yaml"), *d.glob("*.yml")]):
             tdef = load_definition(path)
             if tdef.name in here:
-                raise TableDefError(f"error: {path}: table name {tdef.name!r} is also defined in {here[tdef.name]}")
+                raise TableDefError(
+                    f"error: {path}: table name {tdef.name!r} is also defined in {here[tdef.name]}"
+                )
             here[tdef.name] = str(path)
             defs.setdefault(tdef.name, tdef)
     return defs
@@ -216,7 +245,9 @@ def get_definition(name: str, dirs: Sequence[Path]) -> TableDef:
         from psft_orchestrator.spec.errors import did_you_mean
 
         where = ", ".join(str(d) for d in dirs) or "(no definition directories found)"
-        raise UsageError(f"no table named {name!r}{did_you_mean(name, defs)}; definitions are read from {where}")
+        raise UsageError(
+            f"no table named {name!r}{did_you_mean(name, defs)}; definitions are read from {where}"
+        )
     return defs[name]
 
 
@@ -246,7 +277,9 @@ def field_sql(name: str, params: _Params, extra: dict[str, str] | None = None) -
     return f"(SELECT l.value FROM labels l WHERE l.fingerprint = n.fingerprint AND l.key = {params(name)})"
 
 
-def check_fields(con: duckdb.DuckDBPyConnection, names: Sequence[str], extra: dict[str, str]) -> None:
+def check_fields(
+    con: duckdb.DuckDBPyConnection, names: Sequence[str], extra: dict[str, str]
+) -> None:
     """Every name must be a known field or a label key present in the index."""
     from psft_orchestrator.spec.errors import did_you_mean
 
@@ -259,7 +292,12 @@ def check_fields(con: duckdb.DuckDBPyConnection, names: Sequence[str], extra: di
 
 def _filter_sql(f: Filter, params: _Params, spec: str | None) -> list[str]:
     where = []
-    for value, col in ((f.spec, "n.spec_name"), (f.stage, "n.stage"), (f.kind, "n.kind"), (f.suite, "s.suite")):
+    for value, col in (
+        (f.spec, "n.spec_name"),
+        (f.stage, "n.stage"),
+        (f.kind, "n.kind"),
+        (f.suite, "s.suite"),
+    ):
         if value is not None:
             where.append(f"{col} GLOB {params(value)}")
     if spec is not None:
@@ -280,7 +318,8 @@ def _auto_columns(con: duckdb.DuckDBPyConnection, tdef: TableDef, spec: str | No
     where = [*_filter_sql(tdef.filter, params, spec), _any_glob("s.metric", tdef.metric, params)]
     found = con.execute(
         f"SELECT DISTINCT s.benchmark, s.metric FROM nodes n JOIN scores s USING (fingerprint) "
-        f"WHERE {' AND '.join(where)}", params.values,
+        f"WHERE {' AND '.join(where)}",
+        params.values,
     ).fetchall()
     return _pick_auto(tdef.auto_columns, found)
 
@@ -294,8 +333,12 @@ def _pick_auto(auto: AutoColumns, found: list[tuple[str, str]]) -> list[Column]:
         hits = [i for i, g in enumerate(auto.include) if fnmatch.fnmatchcase(bench, g)]
         return (hits[0] if hits else len(auto.include), natural_key(bench))
 
-    benches = [b for b in per_bench if any(fnmatch.fnmatchcase(b, g) for g in auto.include)
-               and not any(fnmatch.fnmatchcase(b, g) for g in auto.exclude)]
+    benches = [
+        b
+        for b in per_bench
+        if any(fnmatch.fnmatchcase(b, g) for g in auto.include)
+        and not any(fnmatch.fnmatchcase(b, g) for g in auto.exclude)
+    ]
     cols = []
     for bench in sorted(benches, key=rank):
         metrics = sorted(per_bench[bench], key=natural_key)
@@ -309,8 +352,9 @@ def _any_glob(col: str, globs: Sequence[str], params: _Params) -> str:
     return "(" + " OR ".join(f"{col} GLOB {params(g)}" for g in globs) + ")"
 
 
-def compute_ours(con: duckdb.DuckDBPyConnection, tdef: TableDef, columns: list[Column],
-                 spec: str | None = None) -> dict[tuple[str, ...], list[float | None]]:
+def compute_ours(
+    con: duckdb.DuckDBPyConnection, tdef: TableDef, columns: list[Column], spec: str | None = None
+) -> dict[tuple[str, ...], list[float | None]]:
     """Cells from the index: {row key: [value per column]}; seeds aggregated."""
     if not columns:
         return {}
@@ -325,17 +369,19 @@ def compute_ours(con: duckdb.DuckDBPyConnection, tdef: TableDef, columns: list[C
     dims = [f"{field_sql(d, params)} AS d{k}" for k, d in enumerate(tdef.rows)]
     dim_names = ", ".join(f"d{k}" for k in range(len(tdef.rows)))
     where = _filter_sql(tdef.filter, params, spec) or ["TRUE"]
-    cols = f"SELECT unnest({params(benches)}::VARCHAR[]) AS bench, unnest({params(idx)}::INTEGER[]) AS col, " \
-           f"unnest({params(metrics)}::VARCHAR[]) AS metric_glob"
+    cols = (
+        f"SELECT unnest({params(benches)}::VARCHAR[]) AS bench, unnest({params(idx)}::INTEGER[]) AS col, "
+        f"unnest({params(metrics)}::VARCHAR[]) AS metric_glob"
+    )
     sql = f"""
         WITH cols AS ({cols}),
         sel AS (
-            SELECT {', '.join(dims)}, c.col, s.metric, s.value, n.fingerprint,
+            SELECT {", ".join(dims)}, c.col, s.metric, s.value, n.fingerprint,
                    row_number() OVER (PARTITION BY n.fingerprint, c.col, s.metric
                                       ORDER BY s.step IS NULL DESC, s.step DESC) AS rk
             FROM nodes n JOIN scores s ON s.fingerprint = n.fingerprint
             JOIN cols c ON lower(s.benchmark) = c.bench AND s.metric GLOB c.metric_glob
-            WHERE {' AND '.join(where)}
+            WHERE {" AND ".join(where)}
         )
         SELECT {dim_names}, col, list(DISTINCT metric ORDER BY metric), {AGGREGATES[tdef.aggregate]}(value)
         FROM sel WHERE rk = 1 GROUP BY {dim_names}, col
@@ -355,17 +401,23 @@ def compute_ours(con: duckdb.DuckDBPyConnection, tdef: TableDef, columns: list[C
     return out
 
 
-def compute_external(con: duckdb.DuckDBPyConnection, tdef: TableDef, columns: list[Column] | None,
-                     source: str) -> tuple[list[Column], dict[tuple[str, ...], list[float | None]], dict[tuple[str, ...], float]]:
+def compute_external(
+    con: duckdb.DuckDBPyConnection, tdef: TableDef, columns: list[Column] | None, source: str
+) -> tuple[list[Column], dict[tuple[str, ...], list[float | None]], dict[tuple[str, ...], float]]:
     """Cells from imported results, plus each row's reported average (if any)."""
     if tdef.paper_table is None:
-        raise UsageError(f"table {tdef.name} has no `paper_table:`, so it cannot be read from source {source!r}")
+        raise UsageError(
+            f"table {tdef.name} has no `paper_table:`, so it cannot be read from source {source!r}"
+        )
     bad = [d for d in tdef.rows if d not in ("model", "method")]
     if bad:
-        raise UsageError(f"table {tdef.name}: imported results only have model and method, not {', '.join(bad)}")
+        raise UsageError(
+            f"table {tdef.name}: imported results only have model and method, not {', '.join(bad)}"
+        )
     recs = con.execute(
         "SELECT model, method, benchmark, score, reported_avg FROM external_results "
-        "WHERE source = ? AND table_id = ? ORDER BY rowid", [source, tdef.paper_table],
+        "WHERE source = ? AND table_id = ? ORDER BY rowid",
+        [source, tdef.paper_table],
     ).fetchall()
     if columns is None:  # auto: the source's benchmarks in its own order
         names = list(dict.fromkeys(r[2] for r in recs))
@@ -384,8 +436,14 @@ def compute_external(con: duckdb.DuckDBPyConnection, tdef: TableDef, columns: li
     return columns, cells, reported
 
 
-def compute_table(con: duckdb.DuckDBPyConnection, tdef: TableDef, *, source: str | None = None,
-                  with_paper: str | None = None, spec: str | None = None) -> Grid:
+def compute_table(
+    con: duckdb.DuckDBPyConnection,
+    tdef: TableDef,
+    *,
+    source: str | None = None,
+    with_paper: str | None = None,
+    spec: str | None = None,
+) -> Grid:
     """The table as a Grid. `source`: read imported results of that source instead of our
     index; `with_paper`: put that source's rows beside ours; `spec`: only this spec's nodes."""
     columns = tdef.columns
@@ -413,7 +471,8 @@ def compute_table(con: duckdb.DuckDBPyConnection, tdef: TableDef, *, source: str
         title=tdef.title or tdef.name,
         key_headers=[*tdef.rows, *(["source"] if labelled else [])],
         value_headers=[c.header for c in columns] + ([tdef.avg_header] if tdef.avg else []),
-        rows=[], decimals=tdef.decimals,
+        rows=[],
+        decimals=tdef.decimals,
     )
     for key, is_ext, who, vals in entries:
         row = GridRow(keys=[*key, *([who] if labelled else [])], values=list(vals))
@@ -441,7 +500,11 @@ def row_mean(values: Sequence[float | None]) -> float | None:
 
 
 def natural_key(text: Any) -> list[Any]:
-    return [(0, int(t), "") if t.isdigit() else (1, 0, t.lower()) for t in re.split(r"(\d+)", str(text)) if t]
+    return [
+        (0, int(t), "") if t.isdigit() else (1, 0, t.lower())
+        for t in re.split(r"(\d+)", str(text))
+        if t
+    ]
 
 
 def _row_rank(tdef: TableDef, key: tuple[str, ...]) -> list[Any]:
@@ -455,9 +518,16 @@ def _row_rank(tdef: TableDef, key: tuple[str, ...]) -> list[Any]:
 # --- generic pivot ----------------------------------------------------------------------------
 
 
-def pivot(con: duckdb.DuckDBPyConnection, rows: Sequence[str], cols: Sequence[str],
-          where: Sequence[tuple[str, str]] = (), *, source: Literal["scores", "metrics"] = "scores",
-          aggregate: str = "mean", decimals: int = 2) -> Grid:
+def pivot(
+    con: duckdb.DuckDBPyConnection,
+    rows: Sequence[str],
+    cols: Sequence[str],
+    where: Sequence[tuple[str, str]] = (),
+    *,
+    source: Literal["scores", "metrics"] = "scores",
+    aggregate: str = "mean",
+    decimals: int = 2,
+) -> Grid:
     """Group `source` rows by `rows` × `cols` and aggregate their values.
 
     scores: every eval score row; fields include suite, benchmark, metric, step.
@@ -470,28 +540,47 @@ def pivot(con: duckdb.DuckDBPyConnection, rows: Sequence[str], cols: Sequence[st
     extra = SCORE_FIELDS if source == "scores" else METRIC_FIELDS
     check_fields(con, [*rows, *cols, *(k for k, _ in where)], extra)
     params = _Params()
-    dims = [f"CAST({field_sql(d, params, extra)} AS VARCHAR) AS d{i}" for i, d in enumerate([*rows, *cols])]
-    conds = [f"CAST({field_sql(k, params, extra)} AS VARCHAR) = {params(v)}" for k, v in where] or ["TRUE"]
+    dims = [
+        f"CAST({field_sql(d, params, extra)} AS VARCHAR) AS d{i}"
+        for i, d in enumerate([*rows, *cols])
+    ]
+    conds = [f"CAST({field_sql(k, params, extra)} AS VARCHAR) = {params(v)}" for k, v in where] or [
+        "TRUE"
+    ]
     if source == "scores":
         base = "nodes n JOIN scores s ON s.fingerprint = n.fingerprint"
     else:
-        base = ("nodes n JOIN (SELECT fingerprint, key, arg_max(value, step) AS value FROM metrics "
-                "GROUP BY fingerprint, key) m ON m.fingerprint = n.fingerprint")
+        base = (
+            "nodes n JOIN (SELECT fingerprint, key, arg_max(value, step) AS value FROM metrics "
+            "GROUP BY fingerprint, key) m ON m.fingerprint = n.fingerprint"
+        )
     value = "s.value" if source == "scores" else "m.value"
     groups = ", ".join(f"d{i}" for i in range(len(rows) + len(cols)))
-    sql = (f"SELECT {groups}, {AGGREGATES[aggregate]}(v) FROM (SELECT {', '.join(dims)}, {value} AS v "
-           f"FROM {base} WHERE {' AND '.join(conds)}) GROUP BY {groups}")
+    sql = (
+        f"SELECT {groups}, {AGGREGATES[aggregate]}(v) FROM (SELECT {', '.join(dims)}, {value} AS v "
+        f"FROM {base} WHERE {' AND '.join(conds)}) GROUP BY {groups}"
+    )
     recs = con.execute(sql, params.values).fetchall()
     nr, nc = len(rows), len(cols)
-    col_keys = sorted({tuple(r[nr:nr + nc]) for r in recs}, key=lambda k: [natural_key(x) for x in k])
+    col_keys = sorted(
+        {tuple(r[nr : nr + nc]) for r in recs}, key=lambda k: [natural_key(x) for x in k]
+    )
     row_keys = sorted({tuple(r[:nr]) for r in recs}, key=lambda k: [natural_key(x) for x in k])
-    cells = {(tuple(r[:nr]), tuple(r[nr:nr + nc])): r[-1] for r in recs}
-    grid = Grid(title="", key_headers=list(rows),
-                value_headers=["/".join("–" if x is None else x for x in c) for c in col_keys],
-                rows=[], decimals=decimals)
+    cells = {(tuple(r[:nr]), tuple(r[nr : nr + nc])): r[-1] for r in recs}
+    grid = Grid(
+        title="",
+        key_headers=list(rows),
+        value_headers=["/".join("–" if x is None else x for x in c) for c in col_keys],
+        rows=[],
+        decimals=decimals,
+    )
     for rk in row_keys:
-        grid.rows.append(GridRow(keys=["–" if x is None else x for x in rk],
-                                 values=[cells.get((rk, ck)) for ck in col_keys]))
+        grid.rows.append(
+            GridRow(
+                keys=["–" if x is None else x for x in rk],
+                values=[cells.get((rk, ck)) for ck in col_keys],
+            )
+        )
     return grid
 
 
@@ -522,7 +611,9 @@ def publish_tables(workspace: str | Path, spec_name: str) -> list[tuple[str, str
     try:
         with reader(workspace) as con:
             for name, tdef in sorted(defs.items()):
-                if tdef.filter.spec is not None and not fnmatch.fnmatchcase(spec_name, tdef.filter.spec):
+                if tdef.filter.spec is not None and not fnmatch.fnmatchcase(
+                    spec_name, tdef.filter.spec
+                ):
                     continue
                 try:
                     grid = compute_table(con, tdef, spec=spec_name)

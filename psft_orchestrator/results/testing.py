@@ -45,14 +45,26 @@ def write_node(
     node_dir = Path(workspace) / "artifacts" / stage / fp[:16]
     (node_dir / "outputs").mkdir(parents=True, exist_ok=True)
     manifest = {
-        "node_id": node_id, "stage": stage, "kind": kind, "backend": backend, "fingerprint": fp,
-        "run_id": run_id, "spec_name": spec_name, "spec_path": f"specs/{spec_name}.yaml",
-        "labels": labels, "config": config or {},
+        "node_id": node_id,
+        "stage": stage,
+        "kind": kind,
+        "backend": backend,
+        "fingerprint": fp,
+        "run_id": run_id,
+        "spec_name": spec_name,
+        "spec_path": f"specs/{spec_name}.yaml",
+        "labels": labels,
+        "config": config or {},
         "parents": [{"node_id": nid, "fingerprint": pfp} for pfp, nid in parents or []],
-        "inputs": {}, "output_type": "eval" if kind == "eval" else "model",
+        "inputs": {},
+        "output_type": "eval" if kind == "eval" else "model",
         "versions": {"psft_orchestrator": "0.1.0", "python": "3.11.7", "backend": f"{backend}-1"},
-        "host": "testhost", "started_at": "2026-11-22T13:15:00+00:00",
-        "ended_at": "2026-11-22T13:16:00+00:00", "duration_s": 60.0, "status": "success", "attempt": 1,
+        "host": "testhost",
+        "started_at": "2026-11-22T13:15:00+00:00",
+        "ended_at": "2026-11-22T13:16:00+00:00",
+        "duration_s": 60.0,
+        "status": "success",
+        "attempt": 1,
     }
     (node_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
     if metrics is not None:
@@ -70,17 +82,34 @@ def write_node(
     return fp, node_dir
 
 
-def write_run_record(workspace: str | Path, run_id: str, spec_name: str,
-                     nodes: list[dict[str, Any]], status: str = "success") -> Path:
+def write_run_record(
+    workspace: str | Path,
+    run_id: str,
+    spec_name: str,
+    nodes: list[dict[str, Any]],
+    status: str = "success",
+) -> Path:
     """`<workspace>/runs/<run_id>.json`; `nodes` items: node_id, stage, fingerprint, status..."""
     path = Path(workspace) / "runs" / f"{run_id}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     record = {
-        "run_id": run_id, "spec_name": spec_name, "spec_path": f"specs/{spec_name}.yaml",
-        "started_at": "2026-11-22T13:15:00+00:00", "ended_at": "2026-11-22T13:20:00+00:00",
+        "run_id": run_id,
+        "spec_name": spec_name,
+        "spec_path": f"specs/{spec_name}.yaml",
+        "started_at": "2026-11-22T13:15:00+00:00",
+        "ended_at": "2026-11-22T13:20:00+00:00",
         "status": status,
-        "nodes": [{"cached": False, "duration_s": 1.0, "error": None, "log": None, "status": "success", **n}
-                  for n in nodes],
+        "nodes": [
+            {
+                "cached": False,
+                "duration_s": 1.0,
+                "error": None,
+                "log": None,
+                "status": "success",
+                **n,
+            }
+            for n in nodes
+        ],
     }
     path.write_text(json.dumps(record, indent=2))
     return path
@@ -108,27 +137,80 @@ def toy_workspace(ws: Path) -> Path:
             labels = {"method": method, "model": "toy", "seed": seed}
             metrics = []
             for step in range(1, 21):
-                row = {"step": step, "loss": 2.0 / step, "entropy": 1.0 + (0.5 if method == "PSFT" else -0.02 * step),
-                       "grad_norm": 1.0, "lr": 1e-5}
+                row = {
+                    "step": step,
+                    "loss": 2.0 / step,
+                    "entropy": 1.0 + (0.5 if method == "PSFT" else -0.02 * step),
+                    "grad_norm": 1.0,
+                    "lr": 1e-5,
+                }
                 if method == "PSFT":
                     row["clipfrac"] = 0.01 * step
                 metrics.append(row)
-            tfp, _ = write_node(ws, stage="train", kind=method.lower(), labels=labels, metrics=metrics,
-                                clipped_tokens=[{"step": 1, "tokens": [["wait", 5], ["so", 2]]},
-                                                {"step": 2, "tokens": [["wait", 3], ["alternatively", 4]]}]
-                                if method == "PSFT" else None)
-            scores = [{"suite": "toy", "benchmark": b, "metric": "avg@4", "value": score_of(method, seed, b), "n": 50}
-                      for b in BENCHES]
-            scores += [{"suite": "toy", "benchmark": "toy_math", "metric": "avg@4", "value": float(s), "step": s}
-                       for s in (5, 10, 15)]
-            efp, _ = write_node(ws, stage="eval", kind="eval", labels=labels, parents=[(tfp, "train")], scores=scores)
-            run_nodes += [{"node_id": f"train[{method},{seed}]", "stage": "train", "fingerprint": tfp},
-                          {"node_id": f"eval[{method},{seed}]", "stage": "eval", "fingerprint": efp}]
-    dfp, _ = write_node(ws, stage="dpo", kind="dpo", labels={"method": "PSFT->DPO", "model": "toy", "seed": 1},
-                        metrics=[{"step": s, "loss": 0.69, "rewards/chosen": 0.01 * s, "rewards/rejected": -0.02 * s}
-                                 for s in range(1, 11)])
+            tfp, _ = write_node(
+                ws,
+                stage="train",
+                kind=method.lower(),
+                labels=labels,
+                metrics=metrics,
+                clipped_tokens=[
+                    {"step": 1, "tokens": [["wait", 5], ["so", 2]]},
+                    {"step": 2, "tokens": [["wait", 3], ["alternatively", 4]]},
+                ]
+                if method == "PSFT"
+                else None,
+            )
+            scores = [
+                {
+                    "suite": "toy",
+                    "benchmark": b,
+                    "metric": "avg@4",
+                    "value": score_of(method, seed, b),
+                    "n": 50,
+                }
+                for b in BENCHES
+            ]
+            scores += [
+                {
+                    "suite": "toy",
+                    "benchmark": "toy_math",
+                    "metric": "avg@4",
+                    "value": float(s),
+                    "step": s,
+                }
+                for s in (5, 10, 15)
+            ]
+            efp, _ = write_node(
+                ws,
+                stage="eval",
+                kind="eval",
+                labels=labels,
+                parents=[(tfp, "train")],
+                scores=scores,
+            )
+            run_nodes += [
+                {"node_id": f"train[{method},{seed}]", "stage": "train", "fingerprint": tfp},
+                {"node_id": f"eval[{method},{seed}]", "stage": "eval", "fingerprint": efp},
+            ]
+    dfp, _ = write_node(
+        ws,
+        stage="dpo",
+        kind="dpo",
+        labels={"method": "PSFT->DPO", "model": "toy", "seed": 1},
+        metrics=[
+            {"step": s, "loss": 0.69, "rewards/chosen": 0.01 * s, "rewards/rejected": -0.02 * s}
+            for s in range(1, 11)
+        ],
+    )
     run_nodes.append({"node_id": "dpo", "stage": "dpo", "fingerprint": dfp})
-    run_nodes.append({"node_id": "broken", "stage": "eval", "fingerprint": "f" * 64, "status": "failed",
-                      "error": "boom"})
+    run_nodes.append(
+        {
+            "node_id": "broken",
+            "stage": "eval",
+            "fingerprint": "f" * 64,
+            "status": "failed",
+            "error": "boom",
+        }
+    )
     write_run_record(ws, "demo-00000000-20261122T131500", "demo", run_nodes, status="failed")
     return ws

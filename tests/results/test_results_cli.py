@@ -18,22 +18,40 @@ def _run(capsys, *argv: str) -> tuple[int, str, str]:
     return rc, out.out, out.err
 
 
-@pytest.mark.parametrize("sql", [
-    "DELETE FROM nodes", "INSERT INTO runs (run_id) VALUES ('x')", "DROP TABLE nodes",
-    "COPY nodes TO '/tmp/psft-leak.csv'", "ATTACH '/tmp/psft-other.duckdb'", "SELECT 1; DELETE FROM nodes",
-    "CREATE TABLE t AS SELECT 1", "UPDATE nodes SET method = 'x'",
-])
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "DELETE FROM nodes",
+        "INSERT INTO runs (run_id) VALUES ('x')",
+        "DROP TABLE nodes",
+        "COPY nodes TO '/tmp/psft-leak.csv'",
+        "ATTACH '/tmp/psft-other.duckdb'",
+        "SELECT 1; DELETE FROM nodes",
+        "CREATE TABLE t AS SELECT 1",
+        "UPDATE nodes SET method = 'x'",
+    ],
+)
 def test_query_refuses_writes(workspace: Path, capsys, sql: str) -> None:
     reindex(workspace)
     rc, out, err = _run(capsys, "--workspace", str(workspace), "query", sql)
     assert rc == 2 and err.startswith("error:") and "Traceback" not in err
-    rc, out, _ = _run(capsys, "--workspace", str(workspace), "query", "SELECT count(*) AS n FROM nodes", "--format", "json")
+    rc, out, _ = _run(
+        capsys,
+        "--workspace",
+        str(workspace),
+        "query",
+        "SELECT count(*) AS n FROM nodes",
+        "--format",
+        "json",
+    )
     assert rc == 0 and json.loads(out) == [{"n": 9}]
 
 
 def test_query_cannot_read_files(workspace: Path, capsys) -> None:
     reindex(workspace)
-    rc, _, err = _run(capsys, "--workspace", str(workspace), "query", "SELECT * FROM read_csv('/etc/hostname')")
+    rc, _, err = _run(
+        capsys, "--workspace", str(workspace), "query", "SELECT * FROM read_csv('/etc/hostname')"
+    )
     assert rc == 2 and "disabled" in err
 
 
@@ -44,8 +62,20 @@ def test_browse_commands(workspace: Path, capsys) -> None:
     assert rc == 0 and "demo-00000000" in out
     rc, out, _ = _run(capsys, "--workspace", ws, "nodes", "latest", "--format", "csv")
     assert rc == 0 and out.count("\n") == 1 + 10 and "failed" in out
-    rc, out, _ = _run(capsys, "--workspace", ws, "metrics", "train[method=PSFT,model=toy,seed=1]", "--keys", "entropy,loss")
-    assert rc == 0 and out.splitlines()[0].split() == ["step", "entropy", "loss"] and len(out.splitlines()) == 2 + 20
+    rc, out, _ = _run(
+        capsys,
+        "--workspace",
+        ws,
+        "metrics",
+        "train[method=PSFT,model=toy,seed=1]",
+        "--keys",
+        "entropy,loss",
+    )
+    assert (
+        rc == 0
+        and out.splitlines()[0].split() == ["step", "entropy", "loss"]
+        and len(out.splitlines()) == 2 + 20
+    )
     rc, out, _ = _run(capsys, "--workspace", ws, "lineage", "eval[method=SFT,model=toy,seed=2]")
     assert rc == 0 and "this node" in out and "train[method=SFT,model=toy,seed=2]" in out
     rc, _, err = _run(capsys, "--workspace", ws, "metrics", "zzz")
@@ -62,11 +92,20 @@ def test_missing_index_exit_1(tmp_path: Path, capsys) -> None:
 
 
 def test_help_is_fast_and_light() -> None:
-    code = ("import sys, time; t = time.perf_counter(); from psft_orchestrator.cli import results; "
-            "results.build_parser().format_help(); "
-            "print(time.perf_counter() - t, any(m in sys.modules for m in ('duckdb', 'matplotlib', 'pandas', 'pyarrow')))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    code = (
+        "import sys, time; t = time.perf_counter(); from psft_orchestrator.cli import results; "
+        "results.build_parser().format_help(); "
+        "print(time.perf_counter() - t, any(m in sys.modules for m in ('duckdb', 'matplotlib', 'pandas', 'pyarrow')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
     assert out[1] == "False" and float(out[0]) < 1.0
     t = time.perf_counter()
-    assert subprocess.run([sys.executable, "-m", "psft_orchestrator.cli.results", "--help"], capture_output=True).returncode == 0
+    assert (
+        subprocess.run(
+            [sys.executable, "-m", "psft_orchestrator.cli.results", "--help"], capture_output=True
+        ).returncode
+        == 0
+    )
     assert time.perf_counter() - t < 5

@@ -21,8 +21,11 @@ def _png_ok(path: Path) -> None:
 def test_training_dynamics(workspace: Path) -> None:
     reindex(workspace)
     with store.reader(workspace) as con:
-        fig = figures.training_dynamics(con, figures.Selection(where=[("stage", "train")]),
-                                        ["entropy", "loss", "clipfrac", "grad_norm"])
+        fig = figures.training_dynamics(
+            con,
+            figures.Selection(where=[("stage", "train")]),
+            ["entropy", "loss", "clipfrac", "grad_norm"],
+        )
     axes = [ax for ax in fig.axes if ax.get_visible()]
     assert [ax.get_title() for ax in axes] == ["entropy", "loss", "clipfrac", "grad_norm"]
     assert len(axes[0].lines) == 4  # 2 methods x 2 seeds
@@ -41,7 +44,9 @@ def test_eval_vs_step_and_dpo(workspace: Path) -> None:
         assert sorted(ln.get_label() for ln in ax.lines) == ["PSFT", "SFT"]
         assert list(ax.lines[0].get_xdata()) == [5, 10, 15]
         fig = figures.dpo_rewards(con, figures.Selection())
-        assert sorted(ln.get_label() for ln in fig.axes[0].lines if not ln.get_label().startswith("_")) == ["chosen", "rejected"]
+        assert sorted(
+            ln.get_label() for ln in fig.axes[0].lines if not ln.get_label().startswith("_")
+        ) == ["chosen", "rejected"]
         fig = figures.clipped_tokens(con, figures.Selection(where=[("method", "PSFT")]), top=5)
         bars = fig.axes[0].patches
         assert len(fig.axes) == 2 and len(bars) == 3

@@ -31,11 +31,19 @@ def test_ingest_reads_every_file(workspace: Path) -> None:
         n = dict(con.execute("SELECT kind, count(*) FROM nodes GROUP BY kind").fetchall())
         assert n == {"sft": 2, "psft": 2, "eval": 4, "dpo": 1}
         # 20 steps x (loss, entropy, grad_norm, lr) for 4 nodes, + clipfrac for the 2 PSFT nodes, + DPO 10 x 3
-        assert con.execute("SELECT count(*) FROM metrics").fetchall()[0][0] == 4 * 20 * 4 + 2 * 20 + 10 * 3
+        assert (
+            con.execute("SELECT count(*) FROM metrics").fetchall()[0][0]
+            == 4 * 20 * 4 + 2 * 20 + 10 * 3
+        )
         assert con.execute("SELECT count(*) FROM scores").fetchall()[0][0] == 4 * (3 + 3)
         assert con.execute("SELECT count(*) FROM lineage").fetchall()[0][0] == 4
-        assert con.execute("SELECT count(*) FROM run_nodes WHERE status = 'failed'").fetchall()[0][0] == 1
-        seeds = con.execute("SELECT DISTINCT seed FROM nodes WHERE seed IS NOT NULL ORDER BY 1").fetchall()
+        assert (
+            con.execute("SELECT count(*) FROM run_nodes WHERE status = 'failed'").fetchall()[0][0]
+            == 1
+        )
+        seeds = con.execute(
+            "SELECT DISTINCT seed FROM nodes WHERE seed IS NOT NULL ORDER BY 1"
+        ).fetchall()
         assert seeds == [(1,), (2,)]
 
 
@@ -53,7 +61,9 @@ def test_reingest_replaces_changed_node(workspace: Path) -> None:
     with store.writer(workspace) as con:
         fp = ingest_node(con, node)
     with store.reader(workspace) as con:
-        assert con.execute("SELECT step, key, value FROM metrics WHERE fingerprint = ?", [fp]).fetchall() == [(1, "loss", 0.5)]
+        assert con.execute(
+            "SELECT step, key, value FROM metrics WHERE fingerprint = ?", [fp]
+        ).fetchall() == [(1, "loss", 0.5)]
 
 
 def test_reindex_gives_identical_tables(workspace: Path) -> None:
@@ -75,8 +85,13 @@ def test_reindex_gives_identical_tables(workspace: Path) -> None:
 def test_non_numeric_and_broken_metrics(tmp_path: Path) -> None:
     from psft_orchestrator.results.testing import write_node
 
-    _, d = write_node(tmp_path, stage="train", kind="psft", labels={"method": "PSFT"},
-                       metrics=[{"step": 1, "loss": float("nan"), "clipped_tokens": [["wait", 2]], "ok": True}])
+    _, d = write_node(
+        tmp_path,
+        stage="train",
+        kind="psft",
+        labels={"method": "PSFT"},
+        metrics=[{"step": 1, "loss": float("nan"), "clipped_tokens": [["wait", 2]], "ok": True}],
+    )
     with (d / "metrics.jsonl").open("a") as f:
         f.write('{"step": 2, "loss": 1.5}\n{"step": 3, "lo')  # a truncated last line
     with store.writer(tmp_path) as con:
@@ -97,9 +112,15 @@ def test_busy_index_is_a_clear_error(workspace: Path, monkeypatch, capsys) -> No
     _ingest_all(workspace)
     monkeypatch.setenv("PSFT_INDEX_WAIT_S", "0.3")
     holder = subprocess.Popen(
-        [sys.executable, "-c",
-         "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('held', flush=True); time.sleep(60)",
-         str(workspace / store.DB_NAME)], stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('held', flush=True); time.sleep(60)",
+            str(workspace / store.DB_NAME),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         assert main(["--workspace", str(workspace), "runs"]) == 1

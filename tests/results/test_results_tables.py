@@ -37,7 +37,9 @@ def _expected_from_csv(table: str) -> dict[tuple[str, str], dict[str, str]]:
                 rows[(rec["model"], rec["method"])][rec["benchmark"]] = rec["score"]
     for cells in rows.values():
         vals = [Decimal(v) for k, v in cells.items()]
-        cells["Avg."] = str((sum(vals) / len(vals)).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP))
+        cells["Avg."] = str(
+            (sum(vals) / len(vals)).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+        )
     return rows
 
 
@@ -61,7 +63,10 @@ def _parse_markdown(text: str) -> list[list[str]]:
 
 
 def _parse_latex(text: str) -> list[list[str]]:
-    body = text.split("\\midrule")[0].split("\\toprule")[1].strip(), text.split("\\midrule")[1].split("\\bottomrule")[0]
+    body = (
+        text.split("\\midrule")[0].split("\\toprule")[1].strip(),
+        text.split("\\midrule")[1].split("\\bottomrule")[0],
+    )
     rows = [body[0], *body[1].strip().splitlines()]
     out = []
     for r in rows:
@@ -78,10 +83,23 @@ def _number(cell: str) -> str:
 @pytest.mark.parametrize("fmt", ["markdown", "latex", "csv"])
 def test_paper_tables_reproduce_the_csv(paper_ws: Path, capsys, table: str, fmt: str) -> None:
     expected = _expected_from_csv(table)
-    rc, out, err = _run(capsys, "--workspace", str(paper_ws), "table", f"table{table}", "--source", "paper", "--format", fmt)
+    rc, out, err = _run(
+        capsys,
+        "--workspace",
+        str(paper_ws),
+        "table",
+        f"table{table}",
+        "--source",
+        "paper",
+        "--format",
+        fmt,
+    )
     assert rc == 0, err
-    grid = {"markdown": _parse_markdown, "latex": _parse_latex,
-            "csv": lambda t: list(csv.reader(io.StringIO(t)))}[fmt](out)
+    grid = {
+        "markdown": _parse_markdown,
+        "latex": _parse_latex,
+        "csv": lambda t: list(csv.reader(io.StringIO(t))),
+    }[fmt](out)
     head, body = grid[0], grid[1:]
     assert head[:2] == ["model", "method"]
     assert len(body) == len(expected)
@@ -119,7 +137,9 @@ def test_reported_average_mismatch_is_footnoted(paper_ws: Path, capsys) -> None:
 
 def test_round_trip_from_synthetic_runs(workspace: Path, capsys) -> None:
     reindex(workspace)
-    rc, out, err = _run(capsys, "--workspace", str(workspace), "table", "toy_all", "--format", "csv")
+    rc, out, err = _run(
+        capsys, "--workspace", str(workspace), "table", "toy_all", "--format", "csv"
+    )
     assert rc == 0, err
     rows = list(csv.DictReader(io.StringIO(out)))
     assert [r["method"] for r in rows] == ["SFT", "PSFT"]  # the definition's row order
@@ -135,40 +155,92 @@ def test_round_trip_from_synthetic_runs(workspace: Path, capsys) -> None:
 
 def test_with_paper_interleaves_rows(workspace: Path, capsys, tmp_path: Path) -> None:
     ext = tmp_path / "toy_paper.csv"
-    ext.write_text("table,model,method,benchmark,score,reported_avg\n"
-                   "toy,toy,PSFT,toy_math,12.5,\n")
+    ext.write_text("table,model,method,benchmark,score,reported_avg\ntoy,toy,PSFT,toy_math,12.5,\n")
     tdir = tmp_path / "defs"
     tdir.mkdir()
     (tdir / "toy_paper.yaml").write_text(
-        "paper_table: toy\nrows: [model, method]\ncolumns:\n  - {header: toy_math, benchmark: toy_math}\navg: false\n")
+        "paper_table: toy\nrows: [model, method]\ncolumns:\n  - {header: toy_math, benchmark: toy_math}\navg: false\n"
+    )
     reindex(workspace)
-    assert _run(capsys, "--workspace", str(workspace), "import", str(ext), "--source", "paper")[0] == 0
-    rc, out, err = _run(capsys, "--workspace", str(workspace), "table", "toy_paper", "--with-paper",
-                        "--tables-dir", str(tdir), "--format", "csv")
+    assert (
+        _run(capsys, "--workspace", str(workspace), "import", str(ext), "--source", "paper")[0] == 0
+    )
+    rc, out, err = _run(
+        capsys,
+        "--workspace",
+        str(workspace),
+        "table",
+        "toy_paper",
+        "--with-paper",
+        "--tables-dir",
+        str(tdir),
+        "--format",
+        "csv",
+    )
     assert rc == 0, err
     rows = list(csv.reader(io.StringIO(out)))
     assert rows[0] == ["model", "method", "source", "toy_math"]
-    assert rows[1:] == [["toy", "PSFT", "ours", f"{(score_of('PSFT', 1, 'toy_math') + score_of('PSFT', 2, 'toy_math')) / 2:.2f}"],
-                        ["toy", "PSFT", "paper", "12.50"],
-                        ["toy", "SFT", "ours", f"{(score_of('SFT', 1, 'toy_math') + score_of('SFT', 2, 'toy_math')) / 2:.2f}"]]
+    assert rows[1:] == [
+        [
+            "toy",
+            "PSFT",
+            "ours",
+            f"{(score_of('PSFT', 1, 'toy_math') + score_of('PSFT', 2, 'toy_math')) / 2:.2f}",
+        ],
+        ["toy", "PSFT", "paper", "12.50"],
+        [
+            "toy",
+            "SFT",
+            "ours",
+            f"{(score_of('SFT', 1, 'toy_math') + score_of('SFT', 2, 'toy_math')) / 2:.2f}",
+        ],
+    ]
     # ...and the import survives a reindex (kept under <workspace>/external/)
     reindex(workspace)
-    assert _run(capsys, "--workspace", str(workspace), "table", "toy_paper", "--with-paper",
-                "--tables-dir", str(tdir), "--format", "csv")[1] == out
+    assert (
+        _run(
+            capsys,
+            "--workspace",
+            str(workspace),
+            "table",
+            "toy_paper",
+            "--with-paper",
+            "--tables-dir",
+            str(tdir),
+            "--format",
+            "csv",
+        )[1]
+        == out
+    )
 
 
 def test_every_shipped_definition_loads() -> None:
     from psft_orchestrator.results.tables import load_definitions
 
     defs = load_definitions(tables_dirs())
-    assert {"table1", "table2", "table3", "table4", "table5", "toy_all", "toy_in_domain", "toy_ood"} <= set(defs)
-    assert [c.header for c in defs["table1"].columns] == list(_expected_from_csv("1")[("Qwen2.5-7B-Instruct", "SFT")])[:-1]
-    assert [c.header for c in defs["table2"].columns] == list(_expected_from_csv("2")[("Qwen2.5-7B-Instruct", "SFT")])[:-1]
+    assert {
+        "table1",
+        "table2",
+        "table3",
+        "table4",
+        "table5",
+        "toy_all",
+        "toy_in_domain",
+        "toy_ood",
+    } <= set(defs)
+    assert [c.header for c in defs["table1"].columns] == list(
+        _expected_from_csv("1")[("Qwen2.5-7B-Instruct", "SFT")]
+    )[:-1]
+    assert [c.header for c in defs["table2"].columns] == list(
+        _expected_from_csv("2")[("Qwen2.5-7B-Instruct", "SFT")]
+    )[:-1]
 
 
 def test_bad_definition_names_file_and_line(tmp_path: Path) -> None:
     p = tmp_path / "bad.yaml"
-    p.write_text("title: x\nrows: [model]\ncolumns:\n  - header: A\n    benchmark: a\n    metrc: avg@8\n")
+    p.write_text(
+        "title: x\nrows: [model]\ncolumns:\n  - header: A\n    benchmark: a\n    metrc: avg@8\n"
+    )
     with pytest.raises(TableDefError) as e:
         load_definition(p)
     assert f"{p}:6" in str(e.value) and "metrc" in str(e.value)
@@ -180,7 +252,8 @@ def test_filters_and_pivot_cannot_inject_sql(workspace: Path, tmp_path: Path, ca
     tdir = tmp_path / "defs"
     tdir.mkdir()
     (tdir / "evil.yaml").write_text(
-        f'rows: [model, method]\ncolumns: auto\nfilter:\n  spec: "{evil}"\n  labels: {{method: "{evil}"}}\n')
+        f'rows: [model, method]\ncolumns: auto\nfilter:\n  spec: "{evil}"\n  labels: {{method: "{evil}"}}\n'
+    )
     with store.reader(workspace) as con:
         grid = compute_table(con, get_definition("evil", [tdir]))
         assert grid.rows == []
@@ -188,11 +261,29 @@ def test_filters_and_pivot_cannot_inject_sql(workspace: Path, tmp_path: Path, ca
         assert g.rows == []
         assert con.execute("SELECT count(*) FROM nodes").fetchall()[0][0] == 9
     # a field name that is not a field or label is refused (exit 2), whatever it contains
-    rc, _, err = _run(capsys, "--workspace", str(workspace), "pivot", "--rows", "method; DROP TABLE nodes",
-                      "--cols", "benchmark")
+    rc, _, err = _run(
+        capsys,
+        "--workspace",
+        str(workspace),
+        "pivot",
+        "--rows",
+        "method; DROP TABLE nodes",
+        "--cols",
+        "benchmark",
+    )
     assert rc == 2 and "unknown field" in err
-    rc, _, err = _run(capsys, "--workspace", str(workspace), "pivot", "--rows", "method", "--cols", "benchmark",
-                      "--where", f"{evil}=1")
+    rc, _, err = _run(
+        capsys,
+        "--workspace",
+        str(workspace),
+        "pivot",
+        "--rows",
+        "method",
+        "--cols",
+        "benchmark",
+        "--where",
+        f"{evil}=1",
+    )
     assert rc == 2
     with pytest.raises(TableDefError):
         (tdir / "evil2.yaml").write_text('rows: ["model); DROP TABLE nodes; --"]\ncolumns: auto\n')
@@ -201,9 +292,24 @@ def test_filters_and_pivot_cannot_inject_sql(workspace: Path, tmp_path: Path, ca
 
 def test_pivot_by_label_and_metrics(workspace: Path, capsys) -> None:
     reindex(workspace)
-    rc, out, err = _run(capsys, "--workspace", str(workspace), "pivot", "--rows", "method", "--cols", "seed",
-                        "--where", "benchmark=toy_math", "--where", "metric=avg@4", "--where", "kind=eval",
-                        "--format", "csv")
+    rc, out, err = _run(
+        capsys,
+        "--workspace",
+        str(workspace),
+        "pivot",
+        "--rows",
+        "method",
+        "--cols",
+        "seed",
+        "--where",
+        "benchmark=toy_math",
+        "--where",
+        "metric=avg@4",
+        "--where",
+        "kind=eval",
+        "--format",
+        "csv",
+    )
     assert rc == 0, err
     rows = list(csv.reader(io.StringIO(out)))
     assert rows[0] == ["method", "1", "2"]
@@ -212,8 +318,22 @@ def test_pivot_by_label_and_metrics(workspace: Path, capsys) -> None:
         for seed, v in zip(SEEDS, vals, strict=True):
             want = (score_of(method, seed, "toy_math") + 5 + 10 + 15) / 4
             assert float(v) == pytest.approx(want, abs=0.005)
-    rc, out, _ = _run(capsys, "--workspace", str(workspace), "pivot", "--from", "metrics", "--rows", "method",
-                      "--cols", "key", "--where", "key=loss", "--format", "csv")
+    rc, out, _ = _run(
+        capsys,
+        "--workspace",
+        str(workspace),
+        "pivot",
+        "--from",
+        "metrics",
+        "--rows",
+        "method",
+        "--cols",
+        "key",
+        "--where",
+        "key=loss",
+        "--format",
+        "csv",
+    )
     assert rc == 0 and list(csv.reader(io.StringIO(out)))[1][1] == f"{2.0 / 20:.2f}"
 
 

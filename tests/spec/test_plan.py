@@ -191,7 +191,9 @@ def test_plan_cli_json_and_fast_help(tmp_path: Path):
 
 def test_overlay_error_points_at_overlay_line(tmp_path: Path):
     """A bad value that a profile merges into an existing stage is reported at the profile's line."""
-    spec = write(tmp_path, """
+    spec = write(
+        tmp_path,
+        """
         name: t
         models: {m: {toy: micro}}
         datasets: {d: {toy: math_sft, n: 16}}
@@ -205,7 +207,8 @@ def test_overlay_error_points_at_overlay_line(tmp_path: Path):
             stages:
               - name: s
                 lr: -1
-    """)
+    """,
+    )
     from psft_orchestrator.spec.errors import SpecError
 
     with pytest.raises(SpecError) as info:

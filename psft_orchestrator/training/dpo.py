@@ -1,0 +1,293 @@
+"""Direct Preference Optimization, native: the sigmoid loss as a pure function, and its trainer.
+
+The loss and its metrics match TRL's `DPOTrainer.dpo_loss` (sigmoid, no label smoothing), which is
+what LLaMA-Factory's `CustomDPOTrainer` calls; sequence log-probs are SUMS over response tokens in
+both (TRL `concatenated_forward`: `per_token_logps[:, 1:].sum(-1)`; LLaMA-Factory
+`get_batch_logps`: the sum, divided by the length only for ipo/orpo/simpo).
+
+Trainer (`run_dpo`): the policy starts from the input model and the frozen reference IS the input
+model. Pairs are used in file order (no shuffling), `train_batch_size` pairs per optimizer step,
+`micro_batch_size` pairs per forward pass (chosen and rejected concatenated into one batch, as TRL
+does), each micro-batch loss divided by the step's pair count so accumulation is exact. One
+metrics row per step with the LLaMA-Factory backend's keys (`backends.llamafactory.METRIC_NAMES`).
+
+Response tokens follow `training.data.encode_chat`: the assistant content and its `<|im_end|>`.
+(LLaMA-Factory also counts the "\\n" after `<|im_end|>`; see backends/llamafactory.py.)
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import shutil
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from psft_orchestrator.backends.job import Job, MetricsWriter, config_for
+from psft_orchestrator.training import losses as L
+from psft_orchestrator.training.config import DPOConfig
+from psft_orchestrator.training.data import Example, collate, encode_chat
+from psft_orchestrator.training.loop import (
+    NonFiniteLossError,
+    _amp_dtype,
+    _atomic_replace_dir,
+    _checkpoint_dtype,
+    _freeze,
+    _load_model,
+    _truncate_jsonl,
+    latest_checkpoint,
+)
+from psft_orchestrator.training.optim import build_optimizer, build_scheduler
+
+# ----------------------------------------------------------------------------- the loss
+
+
+def dpo_loss(
+    policy_chosen_logps: Tensor,
+    policy_rejected_logps: Tensor,
+    ref_chosen_logps: Tensor,
+    ref_rejected_logps: Tensor,
+    beta: float,
+    denom: float | None = None,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Sigmoid DPO loss over a batch of pairs (all inputs `[P]` sequence log-probs, summed over
+    response tokens; the reference ones are treated as constants).
+
+        r_w = β (log π(y_w|x) − log π_ref(y_w|x))          implicit reward of the chosen response
+        r_l = β (log π(y_l|x) − log π_ref(y_l|x))          ... of the rejected response
+        L   = (1/P) Σ_pairs −log σ(r_w − r_l)
+
+    With π = π_ref (the first step) every reward is 0 and L = log 2. `denom` replaces P (pass the
+    whole step's pair count when accumulating micro-batches).
+
+    Metrics (means over the pairs, detached; TRL's names): rewards/chosen = mean r_w,
+    rewards/rejected = mean r_l, rewards/margins = mean (r_w − r_l), rewards/accuracies = fraction
+    with r_w > r_l (strictly: 0 at the first step), logps/chosen, logps/rejected = mean policy
+    sequence log-probs.
+    """
+    chosen_rewards = beta * (policy_chosen_logps - ref_chosen_logps.detach())
+    rejected_rewards = beta * (policy_rejected_logps - ref_rejected_logps.detach())
+    losses = -F.logsigmoid(chosen_rewards - rejected_rewards)
+    loss = losses.sum() / (denom if denom is not None else losses.numel())
+    with torch.no_grad():
+        metrics = {
+            "rewards/chosen": chosen_rewards.mean(),
+            "rewards/rejected": rejected_rewards.mean(),
+            "rewards/margins": (chosen_rewards - rejected_rewards).mean(),
+            "rewards/accuracies": (chosen_rewards > rejected_rewards).float().mean(),
+            "logps/chosen": policy_chosen_logps.detach().mean(),
+            "logps/rejected": policy_rejected_logps.detach().mean(),
+        }
+    return loss, metrics
+
+
+def sequence_logps(logp: Tensor, mask: Tensor) -> Tensor:
+    """Σ_t m_t logp_t per row: `[B, T]` token log-probs → `[B]` sequence log-probs."""
+    return (logp * mask.to(logp.dtype)).sum(-1)
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def read_pairs(path: str | Path) -> list[dict[str, Any]]:
+    """Preference rows `{"prompt": [messages], "chosen": str, "rejected": str}` from any layout
+    `data.formats` reads (JSONL, Parquet, datasets directories), in file order."""
+    from psft_orchestrator.data.formats import convert, iter_rows
+
+    return [
+        row
+        if {"prompt", "chosen", "rejected"} <= row.keys() and isinstance(row["chosen"], str)
+        else convert(row, "auto", "preference")
+        for row in iter_rows(path)
+    ]
+
+
+def encode_pair(tokenizer: Any, row: dict[str, Any]) -> tuple[Example, Example]:
+    """(chosen, rejected) conversations tokenised with response masks (`data.encode_chat`)."""
+    out = []
+    for response in (row["chosen"], row["rejected"]):
+        ex = encode_chat(tokenizer, [*row["prompt"], {"role": "assistant", "content": response}])
+        ex.target[0] = 0  # token 0 is never predicted
+        out.append(ex)
+    return out[0], out[1]
+
+
+def encode_pairs(
+    tokenizer: Any, rows: list[dict[str, Any]], max_length: int, truncation: str
+) -> tuple[list[tuple[Example, Example]], dict[str, int]]:
+    """Tokenise all pairs; a pair with a side longer than `max_length` is dropped or cut there."""
+    pairs, stats = (
+        [],
+        {
+            "rows": len(rows),
+            "kept": 0,
+            "dropped_too_long": 0,
+            "truncated": 0,
+            "dropped_no_response": 0,
+        },
+    )
+    for row in rows:
+        chosen, rejected = encode_pair(tokenizer, row)
+        if max(len(chosen), len(rejected)) > max_length:
+            if truncation == "drop":
+                stats["dropped_too_long"] += 1
+                continue
+            stats["truncated"] += 1
+            chosen, rejected = (
+                Example(e.input_ids[:max_length], e.target[:max_length]) for e in (chosen, rejected)
+            )
+        if chosen.n_targets == 0 or rejected.n_targets == 0:
+            stats["dropped_no_response"] += 1
+            continue
+        pairs.append((chosen, rejected))
+        stats["kept"] += 1
+    return pairs, stats
+
+
+# ----------------------------------------------------------------------------- the trainer
+
+
+def run_dpo(job: Job) -> dict[str, Any]:
+    """Native DPO on `job.input("model")` with the pairs of `job.input("data")`; see the module doc."""
+    from transformers import AutoTokenizer
+
+    cfg: DPOConfig = config_for(job, DPOConfig)
+    if cfg.finetuning_type != "full":
+        raise ValueError(
+            "the native DPO trainer does full fine-tuning only; use backend llamafactory for LoRA"
+        )
+    if (cfg.mini_batch_size or cfg.train_batch_size) != cfg.train_batch_size:
+        raise ValueError(
+            "DPO takes one optimizer step per train batch; leave mini_batch_size unset"
+        )
+    model_path = Path(job.input("model").path)
+    out_dir, checkpoint_dir = job.output_path(), Path(job.checkpoint_dir)
+    metrics_path = job.out / "metrics.jsonl"
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    amp = _amp_dtype(cfg.dtype, device)
+    autocast = (lambda: torch.autocast(device.type, dtype=amp)) if amp else nullcontext
+    random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    pad_id = (
+        tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    )
+    pairs, data_stats = encode_pairs(
+        tokenizer, read_pairs(job.input("data").path), cfg.max_length, cfg.truncation
+    )
+    batches_per_epoch = len(pairs) // cfg.train_batch_size  # the remainder is dropped
+    if batches_per_epoch == 0:
+        raise ValueError(
+            f"{len(pairs)} usable pairs cannot fill one train batch of {cfg.train_batch_size}"
+        )
+    total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * batches_per_epoch))
+
+    ckpt = latest_checkpoint(checkpoint_dir)
+    model = _load_model(ckpt / "model" if ckpt else model_path, device)
+    _freeze(model, cfg.freeze)
+    model.train()
+    ref_model = _load_model(model_path, device).eval().requires_grad_(False)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = build_optimizer(model, cfg)
+    scheduler = build_scheduler(optimizer, cfg, total_steps)
+    step = 0
+    if ckpt:
+        state = torch.load(ckpt / "trainer_state.pt", map_location="cpu", weights_only=False)
+        if state["total_steps"] != total_steps or state["kind"] != "dpo":
+            raise ValueError(f"checkpoint {ckpt} is from a different run; delete it to start over")
+        step = state["step"]
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        _truncate_jsonl(metrics_path, step)
+
+    def seq_logps(
+        m: torch.nn.Module, micro: list[tuple[Example, Example]]
+    ) -> tuple[Tensor, Tensor]:
+        """Chosen and rejected sequence log-probs of a micro-batch in one forward pass."""
+        batch = collate([c for c, _ in micro] + [r for _, r in micro], pad_id)
+        with autocast():
+            logits = m(
+                input_ids=batch["input_ids"].to(device),
+                attention_mask=batch["attention_mask"].to(device),
+            ).logits
+        logp = L.token_logprobs(logits[:, :-1], batch["labels"].to(device))
+        seq = sequence_logps(logp, batch["loss_mask"].to(device))
+        return seq[: len(micro)], seq[len(micro) :]
+
+    def save_checkpoint() -> None:
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        final = checkpoint_dir / f"step_{step:08d}"
+        tmp = checkpoint_dir / f".tmp-{final.name}-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save_pretrained(tmp / "model")
+        state = {
+            "kind": "dpo",
+            "step": step,
+            "total_steps": total_steps,
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+        }
+        torch.save(state, tmp / "trainer_state.pt")
+        _atomic_replace_dir(tmp, final)
+        for older in checkpoint_dir.glob("step_*"):
+            if older != final:
+                shutil.rmtree(older, ignore_errors=True)
+
+    last: dict[str, float] = {}
+    with MetricsWriter(metrics_path) as writer:
+        while step < total_steps:
+            b = step % batches_per_epoch
+            batch = pairs[b * cfg.train_batch_size : (b + 1) * cfg.train_batch_size]
+            optimizer.zero_grad(set_to_none=True)
+            loss_total, sums = 0.0, {}
+            for i in range(0, len(batch), cfg.micro_batch_size):
+                micro = batch[i : i + cfg.micro_batch_size]
+                with torch.no_grad():
+                    ref_c, ref_r = seq_logps(ref_model, micro)
+                pol_c, pol_r = seq_logps(model, micro)
+                loss, metrics = dpo_loss(pol_c, pol_r, ref_c, ref_r, cfg.beta, denom=len(batch))
+                if not torch.isfinite(loss):
+                    raise NonFiniteLossError(
+                        f"non-finite DPO loss ({loss.item()}) at step {step + 1}"
+                    )
+                loss.backward()
+                loss_total += loss.item()
+                for k, v in metrics.items():  # pair-weighted means over the step
+                    sums[k] = sums.get(k, 0.0) + float(v) * len(micro) / len(batch)
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            if not torch.isfinite(grad_norm):
+                raise NonFiniteLossError(f"non-finite gradient norm at step {step + 1}")
+            lr = scheduler.get_last_lr()[0]
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            last = {"loss": loss_total, **sums, "grad_norm": float(grad_norm), "lr": lr}
+            if step % cfg.log_every == 0 or step == total_steps:
+                writer.log(step, **last, epoch=step / batches_per_epoch)
+            if (cfg.save_every and step % cfg.save_every == 0) or step == total_steps:
+                save_checkpoint()
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.parent / f".tmp-{out_dir.name}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.to(_checkpoint_dtype(model_path)).save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    _atomic_replace_dir(tmp, out_dir)
+    return {
+        "backend": "native",
+        "steps": step,
+        "final_loss": last.get("loss"),
+        "final_margin": last.get("rewards/margins"),
+        "final_accuracy": last.get("rewards/accuracies"),
+        "pairs": len(pairs),
+        **{f"data_{k}": v for k, v in data_stats.items()},
+    }
