@@ -69,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
         from psft_orchestrator.plan.planner import build_plan
 
         plan = build_plan(args.spec, args.workspace, args.profile, args.overrides)
+        from psft_orchestrator.plan.backend_checks import check_backends
+
+        check_backends(plan)
         if args.plan:
             from psft_orchestrator.plan.render import plan_json, plan_text
 
