@@ -371,6 +371,10 @@ def _stage_order(
     return order
 
 
+def _matches(value: Any, wanted: Any) -> bool:
+    return value in wanted if isinstance(wanted, list) else value == wanted
+
+
 def _fan_out(
     raw: RawNode, model: StageBase, pipeline: Pipeline, nodes: dict[str, list[Node]], declared
 ) -> list[Node]:
@@ -386,7 +390,9 @@ def _fan_out(
                     f"stage {ref.from_!r} has no matrix axis {k!r}{did_you_mean(k, nodes[ref.from_][0].coords)}",
                 )
         parents = [
-            p for p in nodes[ref.from_] if all(p.coords.get(k) == v for k, v in ref.where.items())
+            p
+            for p in nodes[ref.from_]
+            if all(_matches(p.coords.get(k), v) for k, v in ref.where.items())
         ]
         if not parents:
             raise SpecError.one(
@@ -455,12 +461,16 @@ def _resolve_inputs(
             node.inputs[slot] = InputRef(type=parent.output_type, path="", name=parent.id)
             continue
         node.inputs[slot], node.input_hashes[slot] = declared(value, slot, raw, (slot,))
-    if model.kind == "eval":
+    suites = model.suites if model.kind == "eval" else getattr(model, "eval_suites", [])
+    if model.kind == "eval" or suites:
         names = list(
             dict.fromkeys(
                 [
-                    *model.benchmarks,
-                    *(b for s in model.suites for b in getattr(s, "benchmarks", [])),
+                    *getattr(model, "benchmarks", []),
+                    *(b for s in suites for b in getattr(s, "benchmarks", [])),
+                    *(
+                        s.reference for s in suites if getattr(s, "reference", None)
+                    ),  # judge references
                 ]
             )
         )

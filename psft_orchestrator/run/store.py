@@ -30,12 +30,28 @@ def write_json_atomic(path: Path, data: Any) -> None:
 
 
 def tmp_dir(workspace: Path, stage: str, fp16: str) -> Path:
+    """A fresh build directory for one attempt of a node.
+
+    When the node will resume from a checkpoint, the metrics of its previous attempt are
+    carried over (the trainer truncates them to the checkpoint's step), so a crash loses no
+    logged step.
+    """
     d = workspace / "artifacts" / ".tmp" / f"{stage}-{fp16}-{os.getpid()}"
     if d.exists():
         shutil.rmtree(d)
     (d / "logs").mkdir(parents=True)
     (d / "outputs").mkdir()
+    ckpt = checkpoint_dir(workspace, stage, fp16)
+    previous = sorted((workspace / "artifacts" / ".failed").glob(f"{stage}-{fp16}-*"))
+    if previous and ckpt.is_dir() and any(ckpt.iterdir()):
+        for name in CARRIED_OVER:
+            if (previous[-1] / name).exists():
+                shutil.copyfile(previous[-1] / name, d / name)
     return d
+
+
+# Files of an interrupted attempt that a resumed attempt continues.
+CARRIED_OVER = ("metrics.jsonl", "clipped_tokens.jsonl")
 
 
 def checkpoint_dir(workspace: Path, stage: str, fp16: str) -> Path:
@@ -78,15 +94,24 @@ def retire(final: Path) -> None:
 
 
 def clean_stale_tmp(workspace: Path) -> list[Path]:
-    """Remove build directories of runs that no longer exist (killed with -9, say)."""
-    removed = []
+    """Build directories of runs that no longer exist (killed with -9, say) become failed
+    attempts: kept under .failed/ with their logs and metrics, never deleted."""
+    moved = []
     root = workspace / "artifacts" / ".tmp"
-    for d in root.glob("*-*-*") if root.exists() else []:
+    for d in sorted(root.glob("*-*-*")) if root.exists() else []:
         pid = d.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(d, ignore_errors=True)
-            removed.append(d)
-    return removed
+        if d.is_dir() and pid.isdigit() and not _alive(int(pid)):
+            stage_fp = d.name.rsplit("-", 1)[0]
+            dest = (
+                workspace
+                / "artifacts"
+                / ".failed"
+                / f"{stage_fp}-{time.strftime('%Y%m%dT%H%M%S')}-killed"
+            )
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(d, dest)
+            moved.append(dest)
+    return moved
 
 
 def _alive(pid: int) -> bool:

@@ -76,9 +76,9 @@ class FromRef(Strict):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     from_: str = Field(alias="from", description="Name of the stage whose output this is.")
-    where: dict[str, Scalar] = Field(
+    where: dict[str, Scalar | list[Scalar]] = Field(
         default_factory=dict,
-        description="Keep only the producing stage's nodes with these matrix coordinates.",
+        description="Keep only the producing stage's nodes with these matrix coordinates (a value or a list).",
     )
 
 

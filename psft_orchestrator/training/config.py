@@ -12,6 +12,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from psft_orchestrator.evals.config import Suite
+
 LossAgg = Literal[
     "token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm"
 ]
@@ -106,7 +108,19 @@ class TrainConfig(OptimConfig):
         return self
 
 
-class SFTConfig(TrainConfig):
+class SFTFamilyConfig(TrainConfig):
+    """Fields of the supervised objectives (SFT, SFT-KL, PSFT, DFT, iw-SFT) on top of TrainConfig."""
+
+    eval_every: int = Field(
+        0, ge=0, description="Evaluate eval_suites every N optimizer steps (0 = never)."
+    )
+    eval_suites: list[Suite] = Field(
+        default_factory=list,
+        description="Suites for intermediate evaluation during training (score vs step, Figs. 2-3).",
+    )
+
+
+class SFTConfig(SFTFamilyConfig):
     """Plain SFT (token-mean cross-entropy on response tokens); with `kl:` it is SFT-KL."""
 
     kl: KLConfig | None = Field(
@@ -114,7 +128,7 @@ class SFTConfig(TrainConfig):
     )
 
 
-class PSFTConfig(TrainConfig):
+class PSFTConfig(SFTFamilyConfig):
     """Proximal SFT: PPO's clipped surrogate with advantage 1 on every demonstrated token."""
 
     lr: float = Field(1e-6, gt=0.0, le=1.0, description="Peak learning rate (paper: 1e-6).")
@@ -145,13 +159,13 @@ class PSFTConfig(TrainConfig):
     )
 
 
-class DFTConfig(TrainConfig):
+class DFTConfig(SFTFamilyConfig):
     """Dynamic Fine-Tuning: token CE weighted by the detached token probability."""
 
     lr: float = Field(5e-5, gt=0.0, le=1.0, description="Peak learning rate (DFT paper: 5e-5).")
 
 
-class IWSFTConfig(TrainConfig):
+class IWSFTConfig(SFTFamilyConfig):
     """Importance-weighted SFT against the frozen initial model."""
 
     level: Literal["sequence", "token"] = Field(

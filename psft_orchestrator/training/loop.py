@@ -31,6 +31,7 @@ forward/backward when supported. (Pure bf16 weights would swallow PSFT's 1e-6 up
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import random
@@ -121,6 +122,14 @@ def _atomic_replace_dir(tmp: Path, final: Path) -> None:
     os.replace(tmp, final)
 
 
+def _last_row(path: Path) -> dict[str, Any]:
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return {}
+    return json.loads(lines[-1]) if lines else {}
+
+
 def _truncate_jsonl(path: Path, max_step: int) -> None:
     """Drop rows logged after `max_step` (written before a crash, about to be recomputed)."""
     import json
@@ -176,8 +185,12 @@ def train(
     progress: bool = False,
     *,
     stop_after: int | None = None,
+    on_step: Callable[[int, Any, Any], None] | None = None,
 ) -> dict[str, Any]:
     """Train `kind` ∈ {sft, psft, dft, iwsft} with `cfg`; return a small summary dict.
+
+    `on_step(step, model, tokenizer)`: called after every optimizer step (e.g. intermediate
+    evaluation); it must leave the model's mode and the RNG state as it found them.
 
     `stop_after`: stop (as if preempted) once this many optimizer steps are done, after writing a
     checkpoint, without writing `out_dir`; a later call resumes. For tests and time-sliced jobs.
@@ -407,7 +420,8 @@ def train(
     if psft and cfg.clipped_tokens_every:
         clipped_writer = MetricsWriter(metrics_path.parent / CLIPPED_TOKENS_FILE)
     bar = _ProgressBar(total_steps, step) if progress and sys.stderr.isatty() else None
-    last: dict[str, Any] = {}
+    # The final numbers: the last logged row (also after a resume that had no step left to do).
+    last: dict[str, Any] = _last_row(metrics_path)
     run_tokens, run_start = 0, time.perf_counter()
     epoch_order: tuple[int, list[list[int]]] = (-1, [])
     ref_cache: dict[int, list[tuple[Tensor, Tensor | None]]] = {}
@@ -488,6 +502,8 @@ def train(
                     at_end = step in (total_steps, stop_after)
                     if at_end or (cfg.save_every and step % cfg.save_every == 0):
                         save_checkpoint()
+                    if on_step is not None:
+                        on_step(step, model, tokenizer)
                     if bar is not None:
                         bar.update(step, row)
                     if at_end:

@@ -160,7 +160,10 @@ def test_kill_9_then_resume(tmp_path: Path, fake_env):
     )
     assert again.returncode == 0, again.stdout + again.stderr
     assert sorted(manifests(ws)) == sorted(NODES)
-    assert not [p for p in ws.glob("artifacts/.tmp/*") if p.is_dir()]  # stale build dirs cleaned
+    assert not [
+        p for p in ws.glob("artifacts/.tmp/*") if p.is_dir()
+    ]  # no stale build directory left
+    assert list(ws.glob("artifacts/.failed/*-killed/logs/stage.log"))  # the killed attempt is kept
 
 
 def test_prefect_flow_and_task_states(tmp_path: Path, monkeypatch):
