@@ -546,7 +546,9 @@ def _labels(node: Node, model: StageBase, raw: RawNode) -> dict[str, Any]:
         labels.update(p.labels)
     if "model" in node.inputs and "model" not in node.parents:
         labels["model"] = node.inputs["model"].name
-    labels.update({k: v for k, v in node.coords.items()})
+    labels.update(
+        raw.coords
+    )  # own matrix cell only: inherited coordinates are in the parents labels
     if "model" in raw.aliases:
         labels["model"] = raw.aliases["model"]
     if model.method:

@@ -81,7 +81,7 @@ def test_demo_end_to_end_reduced(tmp_path: Path):
         "PSFT->GRPO",
     ):
         assert f"| {method} |" in run.stdout, run.stdout[-3000:]
-    scores = [json.loads(p.read_text()) for p in ws.glob("artifacts/eval*/*/outputs/scores.json")]
+    scores = [json.loads(p.read_text()) for p in ws.glob("artifacts/*eval*/*/outputs/scores.json")]
     assert len(scores) == 9 and all(rows for rows in scores)
     # Rerun: everything cached, nothing trained.
     start = time.perf_counter()

@@ -214,3 +214,26 @@ def test_overlay_error_points_at_overlay_line(tmp_path: Path):
     with pytest.raises(SpecError) as info:
         build_plan(spec, workspace=tmp_path / "ws", profile="bad")
     assert f"{spec}:14: s.lr: Input should be greater than 0" in info.value.render()
+
+
+def test_downstream_label_templates_survive_fan_out(tmp_path: Path):
+    """eval of dpo[method=SFT] is labelled SFT->DPO (the inherited coordinate must not undo it)."""
+    text = BASE.replace(
+        "  b: {toy: math_bench, n: 8}", "  b: {toy: math_bench, n: 8}\n  p: {toy: preference, n: 8}"
+    )
+    text += """
+  - name: dpo
+    kind: dpo
+    model: {from: train, where: {method: [SFT]}}
+    data: p
+    labels: {method: "{method}->DPO"}
+  - name: eval_dpo
+    kind: eval
+    model: {from: dpo}
+    suites: [{type: math, benchmarks: [b]}]
+"""
+    plan = build_plan(write(tmp_path, text), workspace=tmp_path / "ws")
+    assert [n.id for n in plan.nodes if n.stage == "dpo"] == ["dpo[method=SFT,seed=1]"]
+    assert plan.node("dpo[method=SFT,seed=1]").labels["method"] == "SFT->DPO"
+    assert plan.node("eval_dpo[method=SFT,seed=1]").labels["method"] == "SFT->DPO"
+    assert plan.node("eval[method=SFT,seed=1]").labels["method"] == "SFT"
