@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from psft_orchestrator.backends.job import Job, MetricsWriter
+from psft_orchestrator.backends.job import Job, MetricsWriter, write_progress
 
 
 def run(job: Job) -> dict[str, Any]:
@@ -34,6 +34,7 @@ def run(job: Job) -> dict[str, Any]:
             m.log(
                 step, loss=1.0 / step + (seed % 7) / 100, entropy=2.0 - step / (steps * 2), lr=1e-5
             )
+            write_progress(job.out, step, steps)
             print(f"step {step}/{steps}", flush=True)
     out = job.output_path()
     if job.output_type == "model":

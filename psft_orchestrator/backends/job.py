@@ -137,3 +137,13 @@ def _plain(v: Any) -> Any:
 def config_for(job: Job, cls: type[BaseModel]) -> Any:
     """The job's stage config as `cls` (e.g. PSFTConfig), dropping the stage-only fields."""
     return cls.model_validate({k: v for k, v in job.config.items() if k in cls.model_fields})
+
+
+def write_progress(node_dir: Path, step: int, total: int) -> None:
+    """`progress.json` for the run layer's progress artifact (the UI's progress bar); atomic."""
+    import os
+
+    path = Path(node_dir) / "progress.json"
+    tmp = path.with_name(f".progress.json.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps({"step": int(step), "total": int(total)}))
+    os.replace(tmp, path)

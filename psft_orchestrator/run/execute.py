@@ -201,7 +201,18 @@ def _run_prefect(ctx: RunContext) -> dict[str, NodeResult]:
         holder: dict[str, NodeResult] = {}
 
         def body() -> Any:
-            holder["r"] = run() if run else ctx.execute(node)
+            stop = threading.Event()
+            if run is None and node.output_type == "model":
+                watcher = threading.Thread(
+                    target=copy_context().run,
+                    args=(_publish_progress, ctx, node, stop),
+                    daemon=True,
+                )
+                watcher.start()
+            try:
+                holder["r"] = run() if run else ctx.execute(node)
+            finally:
+                stop.set()
             return as_state(holder["r"])
 
         tags = [
@@ -228,6 +239,28 @@ def _run_prefect(ctx: RunContext) -> dict[str, NodeResult]:
         return results
 
     return pipeline_flow()
+
+
+def _publish_progress(
+    ctx: RunContext, node: Node, stop: threading.Event, every_s: float = 2.0
+) -> None:
+    """A Prefect progress artifact for a training node, fed by the trainer's progress.json."""
+    from prefect.artifacts import create_progress_artifact, update_progress_artifact
+
+    path = (
+        ctx.ws / "artifacts" / ".tmp" / f"{node.stage}-{node.fp16}-{os.getpid()}" / "progress.json"
+    )
+    artifact_id, shown = None, -1.0
+    while not stop.wait(every_s):
+        info = _read_json(path)
+        if not info.get("total"):
+            continue
+        pct = round(100.0 * info["step"] / info["total"], 1)
+        if artifact_id is None:
+            artifact_id = create_progress_artifact(pct, description=f"{node.id}: optimizer steps")
+        elif pct != shown:
+            update_progress_artifact(artifact_id, pct)
+        shown = pct
 
 
 def configure_prefect(ws: Path) -> None:

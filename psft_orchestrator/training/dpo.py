@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from psft_orchestrator.backends.job import Job, MetricsWriter, config_for
+from psft_orchestrator.backends.job import Job, MetricsWriter, config_for, write_progress
 from psft_orchestrator.training import losses as L
 from psft_orchestrator.training.config import DPOConfig
 from psft_orchestrator.training.data import Example, collate, encode_chat
@@ -273,6 +273,7 @@ def run_dpo(job: Job) -> dict[str, Any]:
             last = {"loss": loss_total, **sums, "grad_norm": float(grad_norm), "lr": lr}
             if step % cfg.log_every == 0 or step == total_steps:
                 writer.log(step, **last, epoch=step / batches_per_epoch)
+                write_progress(job.out, step, total_steps)
             if (cfg.save_every and step % cfg.save_every == 0) or step == total_steps:
                 save_checkpoint()
 

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from psft_orchestrator.backends.job import Job, MetricsWriter, config_for
+from psft_orchestrator.backends.job import Job, MetricsWriter, config_for, write_progress
 from psft_orchestrator.training import losses as L
 from psft_orchestrator.training.config import GRPOConfig
 from psft_orchestrator.training.data import Example, collate
@@ -470,6 +470,7 @@ def run_grpo(job: Job) -> dict[str, Any]:
             first = first or last
             if step % cfg.log_every == 0 or step == total_steps:
                 writer.log(step, **last)
+                write_progress(job.out, step, total_steps)
             if (cfg.save_every and step % cfg.save_every == 0) or step == total_steps:
                 save_checkpoint()
 

@@ -48,7 +48,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from psft_orchestrator.backends.job import MetricsWriter
+from psft_orchestrator.backends.job import MetricsWriter, write_progress
 from psft_orchestrator.training import losses as L
 from psft_orchestrator.training.config import (
     DFTConfig,
@@ -491,6 +491,7 @@ def train(
                     last = row
                     if step % cfg.log_every == 0 or step == total_steps:
                         writer.log(step, epoch=step / steps_per_epoch, **row)
+                        write_progress(metrics_path.parent, step, total_steps)
                     if clipped_writer is not None and step % cfg.clipped_tokens_every == 0:
                         top = [
                             [tokenizer.decode([t]), c] for t, c in clipped.most_common(TOP_CLIPPED)

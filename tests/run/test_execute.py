@@ -171,8 +171,14 @@ def test_prefect_flow_and_task_states(tmp_path: Path, monkeypatch):
     monkeypatch.setenv("PSFT_FAKE_BACKEND", "1")
     monkeypatch.setenv("PSFT_FAKE_FAIL", "train[method=PSFT]")
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    monkeypatch.setenv("PSFT_FAKE_SLEEP", "5")  # long enough for the progress watcher to report
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterType,
+        FlowRunFilter,
+        FlowRunFilterName,
+    )
     from prefect.testing.utilities import prefect_test_harness
 
     from psft_orchestrator.plan.planner import build_plan
@@ -189,10 +195,18 @@ def test_prefect_flow_and_task_states(tmp_path: Path, monkeypatch):
             )
             assert len(flows) == 1
             tasks = client.read_task_runs()
+            progress = client.read_artifacts(
+                artifact_filter=ArtifactFilter(type=ArtifactFilterType(any_=["progress"]))
+            )
+            tables = client.read_artifacts(
+                artifact_filter=ArtifactFilter(type=ArtifactFilterType(any_=["table"]))
+            )
             states = {
                 t.name.rsplit("-", 1)[0] if t.name not in NODES else t.name: t.state.name
                 for t in tasks
             }
+    assert any(a.data and float(a.data) > 0 for a in progress), progress  # training progress bars
+    assert any(a.key == "run-summary" for a in tables)
     by_node = {n: s for n, s in states.items() if n in NODES}
     assert by_node == {
         "train[method=SFT]": "Completed",
