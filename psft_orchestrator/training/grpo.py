@@ -46,6 +46,7 @@ from psft_orchestrator.training.loop import (
     _mini_denom,
     _truncate_jsonl,
     latest_checkpoint,
+    save_model_dir,
 )
 from psft_orchestrator.training.optim import build_optimizer, build_scheduler
 
@@ -474,12 +475,7 @@ def run_grpo(job: Job) -> dict[str, Any]:
             if (cfg.save_every and step % cfg.save_every == 0) or step == total_steps:
                 save_checkpoint()
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.parent / f".tmp-{out_dir.name}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.to(_checkpoint_dtype(model_path)).save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    _atomic_replace_dir(tmp, out_dir)
+    save_model_dir(model, tokenizer, out_dir, _checkpoint_dtype(model_path))
     return {
         "steps": step,
         "first_accuracy": first.get("accuracy"),

@@ -115,6 +115,18 @@ def _load_model(path: Path, device: torch.device) -> torch.nn.Module:
     return model.to(device)
 
 
+def save_model_dir(
+    model: torch.nn.Module, tokenizer: Any, out_dir: Path, dtype: torch.dtype
+) -> None:
+    """Write the final HF model directory (weights in `dtype`, tokenizer) atomically."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.parent / f".tmp-{out_dir.name}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.to(dtype).save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    _atomic_replace_dir(tmp, out_dir)
+
+
 def _atomic_replace_dir(tmp: Path, final: Path) -> None:
     """Move a fully written directory into place (rename is atomic; the old one goes first)."""
     if final.exists():
@@ -521,12 +533,7 @@ def train(
 
     elapsed = time.perf_counter() - run_start
     if not stopped:
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out_dir.parent / f".tmp-{out_dir.name}-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        model.to(save_dtype).save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        _atomic_replace_dir(tmp, out_dir)
+        save_model_dir(model, tokenizer, out_dir, save_dtype)
     return {
         "kind": kind,
         "steps": step,
