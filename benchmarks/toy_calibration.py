@@ -21,6 +21,7 @@ from collections import Counter
 from pathlib import Path
 
 import torch
+import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from psft_orchestrator.data.toy import model as toy_model
@@ -31,7 +32,9 @@ from psft_orchestrator.training.config import PretrainConfig
 from psft_orchestrator.training.pretrain import pretrain
 
 # The demo's pretrain preset (stages/toy/pretrain.yaml) and corpus size (specs/demo.yaml).
-DEFAULTS = dict(docs=20000, steps=600, batch=16, max_length=96, lr=3e-3, warmup=0.05)
+_PRESET = yaml.safe_load((Path(__file__).parents[1] / "stages/toy/pretrain.yaml").read_text())
+DEFAULTS = dict(docs=20000, steps=_PRESET["max_steps"], batch=_PRESET["train_batch_size"],
+                max_length=_PRESET["max_length"], lr=_PRESET["lr"], warmup=_PRESET["warmup_ratio"])  # fmt: skip
 
 
 def boxed(text: str) -> str | None:
@@ -135,7 +138,11 @@ def main() -> None:
                       "pretrain_wall_s": round(time.time() - t0, 1),
                       "pretrain_cpu_s": round(time.process_time() - c0, 1), **summary}), flush=True)  # fmt: skip
     curve = [json.loads(line) for line in (work / "metrics.jsonl").read_text().splitlines()]
-    print(json.dumps({"loss": [(m.get("step"), round(m.get("loss", float("nan")), 3)) for m in curve]}))
+    print(
+        json.dumps(
+            {"loss": [(m.get("step"), round(m.get("loss", float("nan")), 3)) for m in curve]}
+        )
+    )
     t0 = time.time()
     res = score(work / "base", args.n_eval, quick=args.quick)
     print(json.dumps({"eval_s": round(time.time() - t0, 1), **res}), flush=True)

@@ -44,17 +44,34 @@ def run(job: Job) -> dict[str, Any]:
             shutil.copytree(src, out, dirs_exist_ok=True)
         (out / "fake.json").write_text(json.dumps({"node": job.node_id}))
     elif job.output_type == "eval":
-        rows = [
-            {
-                "suite": "fake",
-                "benchmark": ref.name,
-                "metric": "acc",
-                "value": (seed >> i) % 100,
-                "n": 10,
-            }
-            for i, ref in enumerate(job.inputs.get("benchmarks", []))
-        ]
-        out.write_text(json.dumps(rows))
+        out.write_text(json.dumps(_fake_scores(job, seed)))
     else:
         shutil.copyfile(job.input("data").path, out)
     return {"loss": 1.0 / steps, "fake": True}
+
+
+# The metric names each suite type reports (see psft_orchestrator.evals).
+SUITE_METRICS = {
+    "math": lambda suite: [f"avg@{suite.get('k', 1)}", f"pass@{suite.get('k', 1)}"],
+    "rules": lambda suite: ["strict_acc", "loose_acc"],
+    "judge": lambda suite: ["score", "win_rate"],
+    "lmeval": lambda suite: ["acc"],
+}
+
+
+def _fake_scores(job: Job, seed: int) -> list[dict[str, Any]]:
+    rows = []
+    for suite in job.config.get("suites", []):
+        for i, bench in enumerate(suite.get("benchmarks", [])):
+            for metric in SUITE_METRICS[suite["type"]](suite):
+                value = float((seed >> (i % 24)) % 100)
+                rows.append(
+                    {
+                        "suite": suite.get("name") or suite["type"],
+                        "benchmark": bench,
+                        "metric": metric,
+                        "value": value,
+                        "n": 10,
+                    }
+                )
+    return rows

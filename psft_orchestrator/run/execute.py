@@ -322,6 +322,7 @@ class RunContext:
     def __init__(self, plan: Plan, ws: Path, run_id: str, quiet: bool):
         self.plan, self.ws, self.run_id, self.quiet = plan, ws, run_id, quiet
         self._index_lock = threading.Lock()
+        self._fp_locks: dict[str, threading.Lock] = {}
 
     def say(self, text: str) -> None:
         if not self.quiet:
@@ -344,6 +345,12 @@ class RunContext:
         return NodeResult(node.id, node.stage, node.fingerprint, "skipped", error=why)
 
     def execute(self, node: Node) -> NodeResult:
+        # Two nodes of one plan can share a fingerprint (same config and inputs, e.g. two model
+        # names that a toy profile maps to one model): the first computes, the other reuses it.
+        with self._fp_locks.setdefault(node.fingerprint, threading.Lock()):
+            return self._execute(node)
+
+    def _execute(self, node: Node) -> NodeResult:
         if node.is_done(self.ws):  # done by an earlier or a concurrent run
             return self.cached(node)
         start = time.time()

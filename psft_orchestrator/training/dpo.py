@@ -40,9 +40,9 @@ from psft_orchestrator.training.loop import (
     _checkpoint_dtype,
     _freeze,
     _load_model,
-    _truncate_jsonl,
     latest_checkpoint,
     save_model_dir,
+    truncate_metrics,
 )
 from psft_orchestrator.training.optim import build_optimizer, build_scheduler
 
@@ -207,7 +207,7 @@ def run_dpo(job: Job) -> dict[str, Any]:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
-        _truncate_jsonl(metrics_path, step)
+        truncate_metrics(metrics_path, step)
 
     def seq_logps(
         m: torch.nn.Module, micro: list[tuple[Example, Example]]

@@ -44,9 +44,9 @@ from psft_orchestrator.training.loop import (
     _freeze,
     _load_model,
     _mini_denom,
-    _truncate_jsonl,
     latest_checkpoint,
     save_model_dir,
+    truncate_metrics,
 )
 from psft_orchestrator.training.optim import build_optimizer, build_scheduler
 
@@ -310,7 +310,7 @@ def run_grpo(job: Job) -> dict[str, Any]:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
-        _truncate_jsonl(metrics_path, step)
+        truncate_metrics(metrics_path, step)
 
     def token_pass(m: torch.nn.Module, micro: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         """(logp, logits/T) of a collated micro-batch."""

@@ -142,7 +142,7 @@ def _last_row(path: Path) -> dict[str, Any]:
     return json.loads(lines[-1]) if lines else {}
 
 
-def _truncate_jsonl(path: Path, max_step: int) -> None:
+def truncate_metrics(path: Path, max_step: int) -> None:
     """Drop rows logged after `max_step` (written before a crash, about to be recomputed)."""
     import json
 
@@ -290,8 +290,8 @@ def train(
                 for j, entries in old_cache.items()
             }
         clipped = Counter(state["clipped"])
-        _truncate_jsonl(metrics_path, step)
-        _truncate_jsonl(metrics_path.parent / CLIPPED_TOKENS_FILE, step)
+        truncate_metrics(metrics_path, step)
+        truncate_metrics(metrics_path.parent / CLIPPED_TOKENS_FILE, step)
 
     # ---- forward helpers
     def forward_logp(m: torch.nn.Module, micro: dict[str, Tensor]) -> tuple[Tensor, Tensor]:

@@ -26,6 +26,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from psft_orchestrator.backends.job import MetricsWriter
 from psft_orchestrator.training.config import PretrainConfig
+from psft_orchestrator.training.loop import truncate_metrics
 from psft_orchestrator.training.optim import build_optimizer, build_scheduler
 
 CHECKPOINT_FILE = "pretrain_state.pt"
@@ -132,6 +133,7 @@ def pretrain(
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         start = state["step"]
+        truncate_metrics(Path(metrics_path), start)  # rows past the checkpoint are logged again
 
     model.train()
     first_loss = loss_value = float("nan")

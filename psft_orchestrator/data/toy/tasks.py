@@ -10,7 +10,8 @@ Tasks (artifact type):
     math_bench    (benchmark)  math problems to solve; params: level
     ood_bench     (benchmark)  exact-match / multiple-choice skills; params: skill ("all" or one)
     ifeval_bench  (benchmark)  format instructions with machine-checkable `checks`
-    corpus        (corpus)     pretraining text: all skills as ChatML transcripts; params: math_share
+    corpus        (corpus)     pretraining text: all skills as ChatML transcripts; params: math_share,
+                               ifeval_share, copy_share
     preference    (preference) chosen/rejected pairs (math and format); params: domain
     prompts       (prompts)    math RL prompts with ground truth; params: level
 """
@@ -26,10 +27,10 @@ from typing import Any
 
 from psft_orchestrator.data.toy import arithmetic, instructions
 from psft_orchestrator.data.toy.chatml import render_chat
-from psft_orchestrator.data.toy.skills import SKILLS
+from psft_orchestrator.data.toy.skills import SKILLS, copy_string
 
 # Bump whenever any generator's output changes: node fingerprints include it.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 Row = dict[str, Any]
 MATH_LEVELS = (1, 2, 3)
@@ -90,23 +91,32 @@ def ifeval_bench(rng: random.Random) -> Row:
 
 
 def corpus(
-    rng: random.Random, math_share: float = 0.15, math_levels: list[int] | None = None
+    rng: random.Random,
+    math_share: float = 0.1,
+    math_levels: list[int] | None = None,
+    ifeval_share: float = 0.1,
+    copy_share: float = 0.2,
 ) -> Row:
     """One pretraining document: a single-turn chat, as ChatML text.
 
-    Mostly OOD skills and format instructions (the base model should be decent at them), with a
-    small share of easy math (it learns the format but stays weak, so SFT can improve it)."""
+    Mostly OOD skills (the base model should be decent at them), some format instructions,
+    plain "copy the string" items (they bootstrap the copy/induction heads the skills need), and
+    a small share of easy math (it learns the format but stays weak, so SFT can improve it)."""
     u = rng.random()
     if u < math_share:
         p = arithmetic.sample_problem(rng, rng.choice(math_levels or [1, 2]))
         msgs = arithmetic.messages(p, p.solution("short"))
-    elif u < math_share + (1 - math_share) / (len(SKILLS) + 1):
+        return {"text": render_chat(msgs)}
+    if u < math_share + ifeval_share:
         item = instructions.sample_instruction(rng)
-        msgs = [*_user(item.prompt), {"role": "assistant", "content": item.response}]
+        prompt, response = item.prompt, item.response
+    elif u < math_share + ifeval_share + copy_share:
+        s = copy_string(rng)
+        prompt, response = s.prompt, s.answer
     else:
         s = SKILLS[rng.choice(sorted(SKILLS))](rng)
-        msgs = [*_user(s.prompt), {"role": "assistant", "content": s.answer}]
-    return {"text": render_chat(msgs)}
+        prompt, response = s.prompt, s.answer
+    return {"text": render_chat([*_user(prompt), {"role": "assistant", "content": response}])}
 
 
 def preference(
