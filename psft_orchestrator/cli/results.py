@@ -112,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="imported source used by --with-paper (default: paper)",
     )
     sp.add_argument("--spec", default=None, help="only nodes of this spec")
+    sp.add_argument("--run", default=None, help="only nodes of this run (id, prefix or 'latest')")
     sp.add_argument("--out", type=Path, default=None, help="also write the output to this file")
     sp.add_argument("--tables-dir", type=Path, action="append", default=None)
 
@@ -262,24 +263,30 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_id(con, run: str) -> str:
+    """A run id from 'latest' or a unique prefix."""
+    from psft_orchestrator.results.store import UsageError
+
+    if run == "latest":
+        hit = con.execute(
+            "SELECT run_id FROM runs ORDER BY started_at DESC NULLS LAST LIMIT 1"
+        ).fetchall()
+    else:
+        hit = con.execute(
+            "SELECT run_id FROM runs WHERE starts_with(run_id, ?) ORDER BY run_id", [run]
+        ).fetchall()
+    if not hit:
+        raise UsageError(f"no run matches {run!r}; `psft-results runs` lists them")
+    if len(hit) > 1:
+        raise UsageError(f"{run!r} matches {len(hit)} runs: {', '.join(r[0] for r in hit[:8])}")
+    return hit[0][0]
+
+
 def cmd_nodes(args: argparse.Namespace) -> int:
-    from psft_orchestrator.results.store import UsageError, reader
+    from psft_orchestrator.results.store import reader
 
     with reader(_workspace(args)) as con:
-        if args.run == "latest":
-            hit = con.execute(
-                "SELECT run_id FROM runs ORDER BY started_at DESC NULLS LAST LIMIT 1"
-            ).fetchall()
-        else:
-            hit = con.execute(
-                "SELECT run_id FROM runs WHERE starts_with(run_id, ?) ORDER BY run_id", [args.run]
-            ).fetchall()
-        if not hit:
-            raise UsageError(f"no run matches {args.run!r}; `psft-results runs` lists them")
-        if len(hit) > 1:
-            raise UsageError(
-                f"{args.run!r} matches {len(hit)} runs: {', '.join(r[0] for r in hit[:8])}"
-            )
+        hit = [(_run_id(con, args.run),)]
         rel = con.execute(
             "SELECT rn.node_id, rn.stage, n.kind, rn.status, rn.cached, round(rn.duration_s, 1) AS seconds, "
             "left(rn.fingerprint, 16) AS fingerprint, n.method, n.model, n.seed, rn.error "
@@ -450,6 +457,7 @@ def cmd_table(args: argparse.Namespace) -> int:
             source=args.source,
             with_paper=args.paper_source if args.with_paper and not args.source else None,
             spec=args.spec,
+            run=_run_id(con, args.run) if args.run else None,
         )
     if not grid.rows:
         where = f"imported source {args.source!r}" if args.source else "the index"

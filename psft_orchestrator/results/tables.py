@@ -290,8 +290,12 @@ def check_fields(
             raise UsageError(f"unknown field or label {name!r}{did_you_mean(name, known)}")
 
 
-def _filter_sql(f: Filter, params: _Params, spec: str | None) -> list[str]:
+def _filter_sql(f: Filter, params: _Params, spec: str | None, run: str | None = None) -> list[str]:
     where = []
+    if run is not None:  # only the nodes that took part in this run (computed or cached)
+        where.append(
+            f"n.fingerprint IN (SELECT fingerprint FROM run_nodes WHERE run_id = {params(run)})"
+        )
     for value, col in (
         (f.spec, "n.spec_name"),
         (f.stage, "n.stage"),
@@ -313,9 +317,14 @@ def _filter_sql(f: Filter, params: _Params, spec: str | None) -> list[str]:
     return where
 
 
-def _auto_columns(con: duckdb.DuckDBPyConnection, tdef: TableDef, spec: str | None) -> list[Column]:
+def _auto_columns(
+    con: duckdb.DuckDBPyConnection, tdef: TableDef, spec: str | None, run: str | None = None
+) -> list[Column]:
     params = _Params()
-    where = [*_filter_sql(tdef.filter, params, spec), _any_glob("s.metric", tdef.metric, params)]
+    where = [
+        *_filter_sql(tdef.filter, params, spec, run),
+        _any_glob("s.metric", tdef.metric, params),
+    ]
     found = con.execute(
         f"SELECT DISTINCT s.benchmark, s.metric FROM nodes n JOIN scores s USING (fingerprint) "
         f"WHERE {' AND '.join(where)}",
@@ -353,7 +362,11 @@ def _any_glob(col: str, globs: Sequence[str], params: _Params) -> str:
 
 
 def compute_ours(
-    con: duckdb.DuckDBPyConnection, tdef: TableDef, columns: list[Column], spec: str | None = None
+    con: duckdb.DuckDBPyConnection,
+    tdef: TableDef,
+    columns: list[Column],
+    spec: str | None = None,
+    run: str | None = None,
 ) -> dict[tuple[str, ...], list[float | None]]:
     """Cells from the index: {row key: [value per column]}; seeds aggregated."""
     if not columns:
@@ -368,7 +381,7 @@ def compute_ours(
                 metrics.append(m)
     dims = [f"{field_sql(d, params)} AS d{k}" for k, d in enumerate(tdef.rows)]
     dim_names = ", ".join(f"d{k}" for k in range(len(tdef.rows)))
-    where = _filter_sql(tdef.filter, params, spec) or ["TRUE"]
+    where = _filter_sql(tdef.filter, params, spec, run) or ["TRUE"]
     cols = (
         f"SELECT unnest({params(benches)}::VARCHAR[]) AS bench, unnest({params(idx)}::INTEGER[]) AS col, "
         f"unnest({params(metrics)}::VARCHAR[]) AS metric_glob"
@@ -443,6 +456,7 @@ def compute_table(
     source: str | None = None,
     with_paper: str | None = None,
     spec: str | None = None,
+    run: str | None = None,
 ) -> Grid:
     """The table as a Grid. `source`: read imported results of that source instead of our
     index; `with_paper`: put that source's rows beside ours; `spec`: only this spec's nodes."""
@@ -453,8 +467,8 @@ def compute_table(
     ext_name = source or with_paper
     if source is None:
         if columns is None:
-            columns = _auto_columns(con, tdef, spec)
-        ours = compute_ours(con, tdef, columns, spec)
+            columns = _auto_columns(con, tdef, spec, run)
+        ours = compute_ours(con, tdef, columns, spec, run)
     if ext_name is not None:
         columns, theirs, reported = compute_external(con, tdef, columns, ext_name)
     assert columns is not None
@@ -597,7 +611,9 @@ def parse_where(items: Sequence[str]) -> list[tuple[str, str]]:
 # --- for the run layer -------------------------------------------------------------------------
 
 
-def publish_tables(workspace: str | Path, spec_name: str) -> list[tuple[str, str]]:
+def publish_tables(
+    workspace: str | Path, spec_name: str, run: str | None = None
+) -> list[tuple[str, str]]:
     """(table name, markdown) for every defined table that has rows for this spec's nodes.
 
     Called when a run ends (the run layer turns them into Prefect table artifacts). Tables
@@ -616,7 +632,7 @@ def publish_tables(workspace: str | Path, spec_name: str) -> list[tuple[str, str
                 ):
                     continue
                 try:
-                    grid = compute_table(con, tdef, spec=spec_name)
+                    grid = compute_table(con, tdef, spec=spec_name, run=run)
                 except ResultsError:
                     continue
                 if grid.rows:

@@ -129,7 +129,7 @@ def _run_locked(
     record = _write_run_record(ctx, results, started)
     _ingest_run_record(ws, record)
     _print_summary(plan, results, time.time() - started)
-    _print_tables(plan, ws, quiet)
+    _print_tables(plan, ws, quiet, ctx.run_id)
     return all(r.status in ("success", "cached") for r in results.values())
 
 
@@ -307,7 +307,7 @@ def _publish(ctx: RunContext, results: dict[str, NodeResult]) -> None:
     try:
         from psft_orchestrator.results.tables import publish_tables
 
-        for name, markdown in publish_tables(ctx.ws, ctx.plan.pipeline.name):
+        for name, markdown in publish_tables(ctx.ws, ctx.plan.pipeline.name, ctx.run_id):
             create_markdown_artifact(
                 markdown, key=f"table-{name}".lower().replace("_", "-"), description=name
             )
@@ -632,7 +632,7 @@ def _print_summary(plan: Plan, results: dict[str, NodeResult], seconds: float) -
             print(f"\nFAILED {r.node_id}: {r.error}\n  log: {r.log}")
 
 
-def _print_tables(plan: Plan, ws: Path, quiet: bool) -> None:
+def _print_tables(plan: Plan, ws: Path, quiet: bool, run_id: str) -> None:
     """Print the spec's `tables:` from the index (what `psft-results table NAME` prints)."""
     if quiet or not plan.pipeline.tables:
         return
@@ -643,9 +643,8 @@ def _print_tables(plan: Plan, ws: Path, quiet: bool) -> None:
 
         with reader(ws) as con:
             for name in plan.pipeline.tables:
-                grid = compute_table(
-                    con, get_definition(name, tables_dirs(ws)), spec=plan.pipeline.name
-                )
+                tdef = get_definition(name, tables_dirs(ws))
+                grid = compute_table(con, tdef, spec=plan.pipeline.name, run=run_id)
                 print(f"\n{name}\n{render(grid, 'markdown')}")
     except Exception as e:
         print(

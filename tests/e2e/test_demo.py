@@ -34,7 +34,7 @@ REDUCE = [
     "grpo.rollout_n=2",
     "grpo.max_response_length=32",
     "vars.suites=[{type: math, name: math, benchmarks: [toy_math], k: 2, max_new_tokens: 24, batch_size: 16}, "
-    "{type: math, name: ood, benchmarks: [toy_ood], k: 1, temperature: 0, max_new_tokens: 12, system_prompt: null}, "
+    "{type: rules, name: ood, benchmarks: [toy_ood], k: 1, temperature: 0, max_new_tokens: 12, system_prompt: null}, "
     "{type: rules, name: ifeval, benchmarks: [toy_ifeval], k: 1, temperature: 0, max_new_tokens: 12}]",
 ]
 
