@@ -59,7 +59,7 @@ class _Sampling(_Strict):
 class MathSuite(_Sampling):
     """In-domain math: k samples per problem, last \\boxed{} checked with Math-Verify; avg@k and pass@k."""
 
-    type: Literal["math"] = "math"
+    type: Literal["math"] = Field("math", description="Suite type: math, lmeval, rules or judge.")
     k: int = Field(8, ge=1, le=1024, description="Completions sampled per problem (avg@k, pass@k).")
     system_prompt: str | None = Field(
         MATH_SYSTEM_PROMPT, description="System message for every problem."
@@ -70,7 +70,7 @@ class RulesSuite(_Sampling):
     """IFEval-style instruction following (rows with `checks`: strict/loose accuracy) and
     exact-match / multiple-choice rows (rows with `answer`, optional `choices`)."""
 
-    type: Literal["rules"] = "rules"
+    type: Literal["rules"] = Field("rules", description="Suite type: math, lmeval, rules or judge.")
     max_new_tokens: int = Field(
         4096, ge=1, le=1_000_000, description="Cap on generated tokens (paper: 4096)."
     )
@@ -79,7 +79,7 @@ class RulesSuite(_Sampling):
 class JudgeSuite(_Sampling):
     """Open-ended answers graded by a judge: mean score and, with reference answers, pairwise win rate."""
 
-    type: Literal["judge"] = "judge"
+    type: Literal["judge"] = Field("judge", description="Suite type: math, lmeval, rules or judge.")
     max_new_tokens: int = Field(
         2048, ge=1, le=1_000_000, description="Cap on generated tokens per answer."
     )
@@ -106,7 +106,9 @@ class JudgeSuite(_Sampling):
 class LMEvalSuite(_Strict):
     """Benchmarks run through lm-evaluation-harness 0.4.13 (in the backend's subprocess)."""
 
-    type: Literal["lmeval"] = "lmeval"
+    type: Literal["lmeval"] = Field(
+        "lmeval", description="Suite type: math, lmeval, rules or judge."
+    )
     name: str | None = Field(None, description="Label of the suite in scores (default: its type).")
     tasks: list[str] = Field(
         default_factory=list, description="lm-eval task names from its registry (e.g. gsm8k_cot)."

@@ -214,43 +214,48 @@ class StageBase(Strict):
         return v
 
 
+KIND_DOC = (
+    "Stage kind: pretrain, filter, sft, psft, dft, iwsft, dpo, grpo or eval (or set by method:)."
+)
+
+
 class PretrainStage(StageBase, PretrainConfig):
-    kind: Literal["pretrain"]
+    kind: Literal["pretrain"] = Field(description=KIND_DOC)
 
 
 class FilterStage(StageBase, FilterConfig):
-    kind: Literal["filter"]
+    kind: Literal["filter"] = Field(description=KIND_DOC)
 
 
 class SFTStage(StageBase, SFTConfig):
-    kind: Literal["sft"]
+    kind: Literal["sft"] = Field(description=KIND_DOC)
 
 
 class PSFTStage(StageBase, PSFTConfig):
-    kind: Literal["psft"]
+    kind: Literal["psft"] = Field(description=KIND_DOC)
 
 
 class DFTStage(StageBase, DFTConfig):
-    kind: Literal["dft"]
+    kind: Literal["dft"] = Field(description=KIND_DOC)
 
 
 class IWSFTStage(StageBase, IWSFTConfig):
-    kind: Literal["iwsft"]
+    kind: Literal["iwsft"] = Field(description=KIND_DOC)
 
 
 class DPOStage(StageBase, DPOConfig):
-    kind: Literal["dpo"]
+    kind: Literal["dpo"] = Field(description=KIND_DOC)
 
 
 class GRPOStage(StageBase, GRPOConfig):
-    kind: Literal["grpo"]
+    kind: Literal["grpo"] = Field(description=KIND_DOC)
     reward: RewardFn | None = Field(
         None, description="Custom reward function; default: Math-Verify answer check."
     )
 
 
 class EvalStage(StageBase, EvalConfig):
-    kind: Literal["eval"]
+    kind: Literal["eval"] = Field(description=KIND_DOC)
     benchmarks: list[str] = Field(
         default_factory=list,
         description="Declared benchmark datasets every suite may use (by name).",

@@ -237,3 +237,35 @@ def test_downstream_label_templates_survive_fan_out(tmp_path: Path):
     assert plan.node("dpo[method=SFT,seed=1]").labels["method"] == "SFT->DPO"
     assert plan.node("eval_dpo[method=SFT,seed=1]").labels["method"] == "SFT->DPO"
     assert plan.node("eval[method=SFT,seed=1]").labels["method"] == "SFT"
+
+
+def test_every_spec_field_is_documented():
+    """Issue 2: every field a spec can set has a description (it shows in errors and docs)."""
+    from psft_orchestrator.evals.config import JudgeSuite, LMEvalSuite, MathSuite, RulesSuite
+    from psft_orchestrator.spec.schema import (
+        STAGE_MODELS,
+        DatasetDecl,
+        FromRef,
+        ModelDecl,
+        Pipeline,
+        Resources,
+    )
+    from psft_orchestrator.training.config import KLConfig
+
+    models = [
+        *STAGE_MODELS.values(),
+        Pipeline,
+        ModelDecl,
+        DatasetDecl,
+        FromRef,
+        Resources,
+        KLConfig,
+        MathSuite,
+        LMEvalSuite,
+        RulesSuite,
+        JudgeSuite,
+    ]
+    missing = [
+        f"{m.__name__}.{n}" for m in models for n, f in m.model_fields.items() if not f.description
+    ]
+    assert not missing, missing
