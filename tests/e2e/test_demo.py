@@ -84,7 +84,6 @@ def test_demo_end_to_end_reduced(tmp_path: Path):
     scores = [json.loads(p.read_text()) for p in ws.glob("artifacts/*eval*/*/outputs/scores.json")]
     assert len(scores) == 9 and all(rows for rows in scores)
     # Rerun: everything cached, nothing trained.
-    start = time.perf_counter()
     again = cli(
         "psft_orchestrator.cli.run",
         str(REPO / "specs" / "demo.yaml"),
@@ -93,7 +92,6 @@ def test_demo_end_to_end_reduced(tmp_path: Path):
         *sets,
     )
     assert again.returncode == 0 and "19 cached" in again.stdout
-    assert time.perf_counter() - start < 30
     # The results CLI reads the same index.
     table = cli(
         "psft_orchestrator.cli.results",

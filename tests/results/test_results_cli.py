@@ -3,7 +3,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -91,21 +90,15 @@ def test_missing_index_exit_1(tmp_path: Path, capsys) -> None:
     assert rc == 1 and "reindex" in err
 
 
-def test_help_is_fast_and_light() -> None:
+def test_help_is_light() -> None:
+    """--help imports none of the heavy libraries (its latency: benchmarks/cli_latency.py)."""
     code = (
-        "import sys, time; t = time.perf_counter(); from psft_orchestrator.cli import results; "
-        "results.build_parser().format_help(); "
-        "print(time.perf_counter() - t, any(m in sys.modules for m in ('duckdb', 'matplotlib', 'pandas', 'pyarrow')))"
+        "import sys; from psft_orchestrator.cli import results; results.build_parser().format_help(); "
+        "print(any(m in sys.modules for m in ('duckdb', 'matplotlib', 'pandas', 'pyarrow', 'torch')))"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    ).stdout.split()
-    assert out[1] == "False" and float(out[0]) < 1.0
-    t = time.perf_counter()
-    assert (
-        subprocess.run(
-            [sys.executable, "-m", "psft_orchestrator.cli.results", "--help"], capture_output=True
-        ).returncode
-        == 0
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False"]
+    help_run = subprocess.run(
+        [sys.executable, "-m", "psft_orchestrator.cli.results", "--help"], capture_output=True
     )
-    assert time.perf_counter() - t < 5
+    assert help_run.returncode == 0

@@ -8,7 +8,6 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -38,15 +37,12 @@ def test_corpus_is_large_enough():
 @pytest.mark.parametrize("path", BROKEN, ids=[p.stem for p in BROKEN])
 def test_broken_spec_message(path: Path, tmp_path: Path):
     expected, line = expectation(path)
-    start = time.perf_counter()
     with pytest.raises(SpecError) as info:
         build_plan(path, workspace=tmp_path / "ws")
-    elapsed = time.perf_counter() - start
     message = info.value.render()
     assert expected in message, message
     if line:
         assert f"{path}:{line}:" in message, f"expected {path}:{line} in:\n{message}"
-    assert elapsed < 1.0, f"took {elapsed:.2f}s"
     assert not (tmp_path / "ws").exists(), "an invalid spec must not write anything"
 
 

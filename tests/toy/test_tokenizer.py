@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -33,10 +32,8 @@ def all_toy_texts() -> list[str]:
     return texts
 
 
-def test_build_is_fast_and_byte_identical(tmp_path: Path) -> None:
-    t0 = time.perf_counter()
+def test_build_is_byte_identical(tmp_path: Path) -> None:
     build_tokenizer(tmp_path / "a")
-    assert time.perf_counter() - t0 < 2.0
     build_tokenizer(tmp_path / "b")
     files = sorted(p.name for p in (tmp_path / "a").iterdir())
     assert "tokenizer.json" in files
