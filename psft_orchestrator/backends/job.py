@@ -27,6 +27,11 @@ from pydantic import BaseModel, Field
 
 ArtifactType = Literal["model", "dataset", "preference", "prompts", "corpus", "benchmark", "eval"]
 
+# PSFT's clipped-token record (the paper's Fig. 8), next to metrics.jsonl: one row per interval,
+# {"step": N, "clipped_tokens": [[token, count], ...], "clipped_total": M}; counts are per interval.
+CLIPPED_TOKENS_FILE = "clipped_tokens.jsonl"
+CLIPPED_TOKENS_KEY = "clipped_tokens"
+
 # Where each artifact type lives inside a node directory.
 OUTPUT_PATHS: dict[str, str] = {
     "model": "outputs/model",

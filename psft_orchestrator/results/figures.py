@@ -4,7 +4,8 @@
 - `eval_vs_step`: score vs training step from intermediate evals (Figs. 2-3, 5, 9).
 - `dpo_rewards`: DPO rewards/chosen and rewards/rejected vs step (Fig. 6b).
 - `clipped_tokens`: the most often clipped tokens (Fig. 8), from `clipped_tokens.jsonl` in the
-  node directory ({"step": N, "tokens": [[token, count], ...]} per line), or else from a
+  node directory ({"step": N, "clipped_tokens": [[token, count], ...]} per line, as the native
+  trainer writes it; counts are per interval and are summed), or else from a
   non-numeric metric `clipped_tokens` logged in metrics.jsonl (same [[token, count], ...]).
 
 Each function returns a matplotlib Figure (tests inspect its lines); `save()` writes it.
@@ -18,15 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from psft_orchestrator.backends.job import CLIPPED_TOKENS_FILE, CLIPPED_TOKENS_KEY
+
 from .store import ResultsError
 from .tables import _Params, check_fields, field_sql
 
 if TYPE_CHECKING:
     import duckdb
     from matplotlib.figure import Figure
-
-CLIPPED_TOKENS_FILE = "clipped_tokens.jsonl"
-CLIPPED_TOKENS_KEY = "clipped_tokens"
 
 
 @dataclass
@@ -237,7 +237,7 @@ def clipped_token_counts(con: duckdb.DuckDBPyConnection, fp: str) -> Counter[str
         for line in path.read_text().splitlines():
             if line.strip():
                 try:
-                    _add_tokens(counts, json.loads(line).get("tokens"))
+                    _add_tokens(counts, json.loads(line).get(CLIPPED_TOKENS_KEY))
                 except (ValueError, AttributeError):
                     continue
         return counts

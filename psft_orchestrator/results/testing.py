@@ -154,8 +154,8 @@ def toy_workspace(ws: Path) -> Path:
                 labels=labels,
                 metrics=metrics,
                 clipped_tokens=[
-                    {"step": 1, "tokens": [["wait", 5], ["so", 2]]},
-                    {"step": 2, "tokens": [["wait", 3], ["alternatively", 4]]},
+                    {"step": 1, "clipped_tokens": [["wait", 5], ["so", 2]]},
+                    {"step": 2, "clipped_tokens": [["wait", 3], ["alternatively", 4]]},
                 ]
                 if method == "PSFT"
                 else None,

@@ -48,7 +48,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from psft_orchestrator.backends.job import MetricsWriter, write_progress
+from psft_orchestrator.backends.job import (
+    CLIPPED_TOKENS_FILE,
+    CLIPPED_TOKENS_KEY,
+    MetricsWriter,
+    write_progress,
+)
 from psft_orchestrator.training import losses as L
 from psft_orchestrator.training.config import (
     DFTConfig,
@@ -72,7 +77,6 @@ CONFIGS: dict[str, type[TrainConfig]] = {
     "dft": DFTConfig,
     "iwsft": IWSFTConfig,
 }
-CLIPPED_TOKENS_FILE = "clipped_tokens.jsonl"
 TOP_CLIPPED = 50
 
 
@@ -509,7 +513,7 @@ def train(
                             [tokenizer.decode([t]), c] for t, c in clipped.most_common(TOP_CLIPPED)
                         ]
                         clipped_writer.log(
-                            step, clipped_tokens=top, clipped_total=sum(clipped.values())
+                            step, **{CLIPPED_TOKENS_KEY: top}, clipped_total=sum(clipped.values())
                         )
                         clipped = Counter()
                     at_end = step in (total_steps, stop_after)
