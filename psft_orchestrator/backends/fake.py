@@ -6,7 +6,9 @@ artifact type, summary — derived deterministically from the fingerprint, so th
 the artifact store and the results index can be tested in seconds.
 
 Knobs (environment): PSFT_FAKE_SLEEP (seconds per node), PSFT_FAKE_FAIL (substring of node
-ids that fail with a deterministic error), PSFT_FAKE_STEPS (metric rows, default 5).
+ids that fail with a deterministic error), PSFT_FAKE_STEPS (metric rows, default 5),
+PSFT_FAKE_KILL_WORKER (a file path: if it does not exist yet, create it and SIGKILL the Ray
+worker that started this process: an infrastructure failure, which the run layer retries).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,11 @@ def run(job: Job) -> dict[str, Any]:
     fail = os.environ.get("PSFT_FAKE_FAIL")
     if fail and fail in job.node_id:
         raise ValueError(f"fake failure requested for {job.node_id} (PSFT_FAKE_FAIL={fail})")
+    marker = os.environ.get("PSFT_FAKE_KILL_WORKER")
+    if marker and not Path(marker).exists():
+        Path(marker).write_text(job.node_id)
+        os.kill(os.getppid(), signal.SIGKILL)  # the Ray worker; we die with it (PDEATHSIG)
+        time.sleep(30)
     steps = int(os.environ.get("PSFT_FAKE_STEPS", "5"))
     sleep = float(os.environ.get("PSFT_FAKE_SLEEP", "0"))
     seed = int(job.fingerprint[:8], 16)

@@ -228,3 +228,16 @@ def test_all_cached_run_starts_neither_ray_nor_prefect(tmp_path: Path, fake_env,
     monkeypatch.setattr(execute, "_start_ray", forbidden)
     monkeypatch.setattr(execute, "_run_prefect", forbidden)
     assert execute.run_plan(build_plan(SMALL, workspace=ws), use_prefect=True, quiet=True)
+
+
+def test_lost_ray_worker_is_retried(tmp_path: Path, fake_env):
+    """Killing the Ray worker mid-node is an infrastructure failure: retried once, then success."""
+    ws = tmp_path / "ws"
+    env = {**fake_env, "PSFT_FAKE_KILL_WORKER": str(tmp_path / "killed-once")}
+    proc = psft_run(str(SMALL), "--workspace", str(ws), "--no-prefect", env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    victim = (tmp_path / "killed-once").read_text()
+    assert proc.stdout.count(f"[run ] {victim}") == 2 and f"[run ] {victim} " in proc.stdout
+    assert "retry" in proc.stdout
+    assert sorted(manifests(ws)) == sorted(NODES)
+    assert manifests(ws)[victim]["attempt"] == 2
