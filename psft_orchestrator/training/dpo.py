@@ -18,9 +18,7 @@ Response tokens follow `training.data.encode_chat`: the assistant content and it
 from __future__ import annotations
 
 import math
-import os
 import random
-import shutil
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -30,19 +28,18 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from psft_orchestrator.backends.job import Job, MetricsWriter, config_for, write_progress
+from psft_orchestrator.training import checkpoint
 from psft_orchestrator.training import losses as L
 from psft_orchestrator.training.config import DPOConfig
 from psft_orchestrator.training.data import Example, collate, encode_chat
 from psft_orchestrator.training.loop import (
     NonFiniteLossError,
     _amp_dtype,
-    _atomic_replace_dir,
     _checkpoint_dtype,
     _freeze,
     _load_model,
     latest_checkpoint,
     save_model_dir,
-    truncate_metrics,
 )
 from psft_orchestrator.training.optim import build_optimizer, build_scheduler
 
@@ -198,16 +195,7 @@ def run_dpo(job: Job) -> dict[str, Any]:
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg, total_steps)
-    step = 0
-    if ckpt:
-        state = torch.load(ckpt / "trainer_state.pt", map_location="cpu", weights_only=False)
-        if state["total_steps"] != total_steps or state["kind"] != "dpo":
-            raise ValueError(f"checkpoint {ckpt} is from a different run; delete it to start over")
-        step = state["step"]
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["torch_rng"])
-        truncate_metrics(metrics_path, step)
+    step = checkpoint.resume(checkpoint_dir, "dpo", total_steps, optimizer, scheduler, metrics_path)
 
     def seq_logps(
         m: torch.nn.Module, micro: list[tuple[Example, Example]]
@@ -224,24 +212,7 @@ def run_dpo(job: Job) -> dict[str, Any]:
         return seq[: len(micro)], seq[len(micro) :]
 
     def save_checkpoint() -> None:
-        checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        final = checkpoint_dir / f"step_{step:08d}"
-        tmp = checkpoint_dir / f".tmp-{final.name}-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        model.save_pretrained(tmp / "model")
-        state = {
-            "kind": "dpo",
-            "step": step,
-            "total_steps": total_steps,
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-        }
-        torch.save(state, tmp / "trainer_state.pt")
-        _atomic_replace_dir(tmp, final)
-        for older in checkpoint_dir.glob("step_*"):
-            if older != final:
-                shutil.rmtree(older, ignore_errors=True)
+        checkpoint.save(checkpoint_dir, "dpo", step, total_steps, model, optimizer, scheduler)
 
     last: dict[str, float] = {}
     with MetricsWriter(metrics_path) as writer:

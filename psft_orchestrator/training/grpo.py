@@ -22,9 +22,7 @@ and verl's dual-clip (`clip_ratio_c`) for negative advantages.
 from __future__ import annotations
 
 import math
-import os
 import random
-import shutil
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -33,20 +31,19 @@ import torch
 from torch import Tensor
 
 from psft_orchestrator.backends.job import Job, MetricsWriter, config_for, write_progress
+from psft_orchestrator.training import checkpoint
 from psft_orchestrator.training import losses as L
 from psft_orchestrator.training.config import GRPOConfig
 from psft_orchestrator.training.data import Example, collate
 from psft_orchestrator.training.loop import (
     NonFiniteLossError,
     _amp_dtype,
-    _atomic_replace_dir,
     _checkpoint_dtype,
     _freeze,
     _load_model,
     _mini_denom,
     latest_checkpoint,
     save_model_dir,
-    truncate_metrics,
 )
 from psft_orchestrator.training.optim import build_optimizer, build_scheduler
 
@@ -301,16 +298,9 @@ def run_grpo(job: Job) -> dict[str, Any]:
     optimizer = build_optimizer(model, cfg)
     # Nominal optimizer steps; dynamic sampling may skip some (the schedule is then stretched).
     scheduler = build_scheduler(optimizer, cfg, total_steps * updates_per_step)
-    step = 0
-    if ckpt:
-        state = torch.load(ckpt / "trainer_state.pt", map_location="cpu", weights_only=False)
-        if state["total_steps"] != total_steps or state["kind"] != "grpo":
-            raise ValueError(f"checkpoint {ckpt} is from a different run; delete it to start over")
-        step = state["step"]
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["torch_rng"])
-        truncate_metrics(metrics_path, step)
+    step = checkpoint.resume(
+        checkpoint_dir, "grpo", total_steps, optimizer, scheduler, metrics_path
+    )
 
     def token_pass(m: torch.nn.Module, micro: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         """(logp, logits/T) of a collated micro-batch."""
@@ -323,26 +313,7 @@ def run_grpo(job: Job) -> dict[str, Any]:
         return L.token_logprobs(logits, micro["labels"].to(device)), logits
 
     def save_checkpoint() -> None:
-        checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        final = checkpoint_dir / f"step_{step:08d}"
-        tmp = checkpoint_dir / f".tmp-{final.name}-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        model.save_pretrained(tmp / "model")
-        torch.save(
-            {
-                "kind": "grpo",
-                "step": step,
-                "total_steps": total_steps,
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "torch_rng": torch.get_rng_state(),
-            },
-            tmp / "trainer_state.pt",
-        )
-        _atomic_replace_dir(tmp, final)
-        for older in checkpoint_dir.glob("step_*"):
-            if older != final:
-                shutil.rmtree(older, ignore_errors=True)
+        checkpoint.save(checkpoint_dir, "grpo", step, total_steps, model, optimizer, scheduler)
 
     order: dict[int, list[int]] = {}
     first: dict[str, float] = {}
