@@ -29,8 +29,7 @@ def run(job: Job) -> dict[str, Any]:
     if fail and fail in job.node_id:
         raise ValueError(f"fake failure requested for {job.node_id} (PSFT_FAKE_FAIL={fail})")
     marker = os.environ.get("PSFT_FAKE_KILL_WORKER")
-    if marker and not Path(marker).exists():
-        Path(marker).write_text(job.node_id)
+    if marker and _claim(Path(marker), job.node_id):  # exactly one node, once
         os.kill(os.getppid(), signal.SIGKILL)  # the Ray worker; we die with it (PDEATHSIG)
         time.sleep(30)
     steps = int(os.environ.get("PSFT_FAKE_STEPS", "5"))
@@ -83,3 +82,14 @@ def _fake_scores(job: Job, seed: int) -> list[dict[str, Any]]:
                     }
                 )
     return rows
+
+
+def _claim(marker: Path, node_id: str) -> bool:
+    """Create `marker` atomically; False if another process already did (concurrent nodes)."""
+    try:
+        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w") as f:
+        f.write(node_id)
+    return True
