@@ -21,6 +21,13 @@ pytestmark = pytest.mark.slow
 NODES = ["train[method=SFT]", "train[method=PSFT]", "eval[method=SFT]", "eval[method=PSFT]"]
 
 
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
+
+
 def manifests(ws: Path) -> dict[str, dict]:
     return {
         json.loads(p.read_text())["node_id"]: json.loads(p.read_text())
@@ -114,7 +121,9 @@ def test_concurrent_runs_do_not_double_execute(tmp_path: Path, fake_env):
         "--no-prefect",
     ]
     a = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(1.0)
+    deadline = time.time() + 60  # until run A holds the lock (the lock file names its pid)
+    while time.time() < deadline and f'"pid": {a.pid}' not in _read(ws / ".lock"):
+        time.sleep(0.1)
     busy = psft_run(str(SMALL), "--workspace", str(ws), "--no-prefect", "--no-wait", env=env)
     assert busy.returncode == 1 and "is in use by pid" in busy.stderr
     b = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
