@@ -41,15 +41,6 @@ class Doc:
                 return hit
         return Loc(self.file)
 
-    def sub(self, path: Path_) -> Doc:
-        """The sub-document at `path`, with locations re-rooted there."""
-        data = self.data
-        for part in path:
-            data = data[part]
-        n = len(path)
-        locs = {p[n:]: loc for p, loc in self.locs.items() if p[:n] == tuple(path)}
-        return Doc(data, locs, self.file)
-
 
 def load_yaml(path: str | Path, display: str | None = None) -> Doc:
     """Read and parse a YAML file safely; raise SpecError naming the file and line on any problem."""

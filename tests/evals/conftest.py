@@ -83,14 +83,6 @@ def _one_torch_thread():
 
 
 @pytest.fixture(scope="session")
-def micro_model(tmp_path_factory) -> Path:
-    """A randomly initialised micro toy model directory (its completions are gibberish)."""
-    from psft_orchestrator.data.toy.model import make_tiny_model
-
-    return make_tiny_model(tmp_path_factory.mktemp("micro"), size="micro", seed=0)
-
-
-@pytest.fixture(scope="session")
 def parrot_model(tmp_path_factory) -> Path:
     """A micro model that answers every question with PARROT_ANSWER."""
     return train_parrot(tmp_path_factory.mktemp("parrot"))

@@ -43,13 +43,6 @@ def read_metrics(job) -> list[dict]:
 
 
 @pytest.fixture(scope="session")
-def micro_model(tmp_path_factory) -> Path:
-    from psft_orchestrator.data.toy.model import make_tiny_model
-
-    return make_tiny_model(tmp_path_factory.mktemp("model") / "micro", size="micro", seed=0)
-
-
-@pytest.fixture(scope="session")
 def pairs(tmp_path_factory) -> Path:
     from psft_orchestrator.data.toy.tasks import write_toy_data
 

@@ -9,13 +9,12 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from .conftest import SMALL, psft_run
+from .conftest import SMALL, psft_run, run_cmd
 
 pytestmark = pytest.mark.slow
 NODES = ["train[method=SFT]", "train[method=PSFT]", "eval[method=SFT]", "eval[method=PSFT]"]
@@ -111,15 +110,7 @@ def test_force_reruns_node_and_downstream(tmp_path: Path, fake_env):
 def test_concurrent_runs_do_not_double_execute(tmp_path: Path, fake_env):
     ws = tmp_path / "ws"
     env = {**fake_env, "PSFT_FAKE_SLEEP": "2"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "psft_orchestrator.cli.run",
-        str(SMALL),
-        "--workspace",
-        str(ws),
-        "--no-prefect",
-    ]
+    cmd = run_cmd(str(SMALL), "--workspace", str(ws), "--no-prefect")
     a = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60  # until run A holds the lock (the lock file names its pid)
     while time.time() < deadline and f'"pid": {a.pid}' not in _read(ws / ".lock"):
@@ -138,15 +129,7 @@ def test_concurrent_runs_do_not_double_execute(tmp_path: Path, fake_env):
 def test_kill_9_then_resume(tmp_path: Path, fake_env):
     ws = tmp_path / "ws"
     env = {**fake_env, "PSFT_FAKE_SLEEP": "6"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "psft_orchestrator.cli.run",
-        str(SMALL),
-        "--workspace",
-        str(ws),
-        "--no-prefect",
-    ]
+    cmd = run_cmd(str(SMALL), "--workspace", str(ws), "--no-prefect")
     proc = subprocess.Popen(
         cmd,
         env=env,

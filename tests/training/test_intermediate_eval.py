@@ -9,11 +9,11 @@ from psft_orchestrator.backends import native
 from psft_orchestrator.backends.job import InputRef, Job
 from psft_orchestrator.data.toy.tasks import write_toy_data
 
-from .conftest import write_reverse_dataset
 
-
-def test_scores_every_n_steps_land_in_scores_json(tmp_path: Path, micro_model: Path):
-    data = write_reverse_dataset(tmp_path / "d.jsonl", 64)
+def test_scores_every_n_steps_land_in_scores_json(
+    tmp_path: Path, micro_model: Path, reverse_data: Path
+):
+    data = reverse_data
     bench = write_toy_data("math_bench", 4, 0, tmp_path / "b.jsonl")
     node = tmp_path / "node"
     (node / "outputs").mkdir(parents=True)

@@ -7,43 +7,12 @@ plug-in that verl's subprocesses load (VERL_USE_EXTERNAL_MODULES).
 
 from __future__ import annotations
 
-import json
-import random
 from pathlib import Path
 
 import pytest
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-
-
-def write_reverse_dataset(path: Path, n: int, seed: int = 0) -> Path:
-    """Chat rows "reverse <word>" -> the word reversed (the trainer tests' toy skill)."""
-    rng = random.Random(seed)
-    rows = []
-    for i in range(n):
-        word = "".join(rng.choice("abcdefgh") for _ in range(rng.randint(2, 6)))
-        msgs = [
-            {"role": "user", "content": f"reverse {word}"},
-            {"role": "assistant", "content": word[::-1]},
-        ]
-        if i % 3 == 0:
-            msgs.insert(0, {"role": "system", "content": "Please reason step by step."})
-        rows.append({"messages": msgs})
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
-
-
-@pytest.fixture(scope="session")
-def micro_model(tmp_path_factory) -> Path:
-    from psft_orchestrator.data.toy.model import make_tiny_model
-
-    return make_tiny_model(tmp_path_factory.mktemp("verl_model") / "micro", size="micro", seed=0)
-
-
-@pytest.fixture(scope="session")
-def reverse_data(tmp_path_factory) -> Path:
-    return write_reverse_dataset(tmp_path_factory.mktemp("verl_data") / "reverse.jsonl", n=48)
 
 
 @pytest.fixture
