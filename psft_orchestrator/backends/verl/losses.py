@@ -55,28 +55,30 @@ def _entropy_part(
     return {"train/entropy": _part(ent.values()[None], mask, global_tokens)}
 
 
-def sft_loss_fn(
-    config: Any = None,
-    model_output: dict[str, Any] | None = None,
-    data: Any = None,
-    dp_group: Any = None,
-) -> tuple[Tensor, dict[str, float]]:
-    """Token-mean CE (equal to verl's `sft_loss`), plus entropy; PSFT's warm-up steps use it."""
-    logp, mask, denom, n = flat_batch(model_output, data)
-    loss = L.sft_loss(logp, mask, denom=denom)
-    return loss, {"train/ce": _part(-logp, mask, n), **_entropy_part(model_output, mask, n)}
+def _token_loss_fn(loss: Any, doc: str) -> Any:
+    """A verl loss function (verl's signature) around one of our token losses; logs plain CE
+    and entropy beside the loss."""
+
+    def loss_fn(
+        config: Any = None,
+        model_output: dict[str, Any] | None = None,
+        data: Any = None,
+        dp_group: Any = None,
+    ) -> tuple[Tensor, dict[str, float]]:
+        logp, mask, denom, n = flat_batch(model_output, data)
+        value = loss(logp, mask, denom=denom)
+        return value, {"train/ce": _part(-logp, mask, n), **_entropy_part(model_output, mask, n)}
+
+    loss_fn.__doc__ = doc
+    return loss_fn
 
 
-def dft_loss_fn(
-    config: Any = None,
-    model_output: dict[str, Any] | None = None,
-    data: Any = None,
-    dp_group: Any = None,
-) -> tuple[Tensor, dict[str, float]]:
-    """DFT: Σ m · sg(p) · (−logp) / N, logging the plain CE beside it."""
-    logp, mask, denom, n = flat_batch(model_output, data)
-    loss = L.dft_loss(logp, mask, denom=denom)
-    return loss, {"train/ce": _part(-logp, mask, n), **_entropy_part(model_output, mask, n)}
+sft_loss_fn = _token_loss_fn(
+    L.sft_loss, "Token-mean CE (equal to verl's `sft_loss`); PSFT's warm-up steps use it."
+)
+dft_loss_fn = _token_loss_fn(
+    L.dft_loss, "DFT: Σ m · sg(p) · (−logp) / N, logging the plain CE beside it."
+)
 
 
 def psft_loss_fn(
