@@ -76,6 +76,13 @@ def _outcome(a: float, b: float) -> Outcome:
     return "win" if a > b else "loss" if a < b else "tie"
 
 
+def _grading_key(row: dict[str, Any]) -> tuple[Any, ...]:
+    """What `RuleJudge.score` reads from a row: its checks, or else its answer and choices."""
+    if row.get("checks"):
+        return ("checks", row["checks"])
+    return ("answer", row.get("answer"), row.get("choices"))
+
+
 class RuleJudge:
     """Grades by the benchmark row whose prompt matches: exact / multiple-choice answer -> 0 or 10;
     `checks` -> 10 x the fraction of instructions followed (strictly)."""
@@ -85,9 +92,12 @@ class RuleJudge:
         for r in rows:
             key = prompt_text(r["prompt"])
             old = self.rows.setdefault(key, r)
-            if (old.get("answer"), old.get("checks")) != (r.get("answer"), r.get("checks")):
+            # Two rows may share a prompt (toy benchmarks are sampled); that is only ambiguous
+            # when they would be graded differently. A row with `checks` is graded by its checks
+            # alone, so its reference `answer` may differ freely.
+            if _grading_key(old) != _grading_key(r):
                 raise ValueError(
-                    f"rule judge: prompt {key!r} appears twice with different answers/checks"
+                    f"rule judge: prompt {key!r} appears twice with different grading rules"
                 )
 
     def score(self, prompt: str, answer: str) -> float:

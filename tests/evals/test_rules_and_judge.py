@@ -91,6 +91,29 @@ def test_rule_judge_scores_and_compares():
     assert judge.compare("What is 2 plus 3?", "5", "\\boxed{5}") == "tie"
 
 
+def test_rule_judge_accepts_a_shared_prompt_graded_alike():
+    """Sampled toy benchmarks repeat prompts whose reference answers differ; graded by the same
+    checks, they are not ambiguous (this failed every eval of alignment_dpo's toy profile)."""
+    checks = [{"type": "uppercase"}]
+    rows = [
+        {
+            "prompt": "List two shapes. Answer in uppercase.",
+            "answer": "STAR, OVAL",
+            "checks": checks,
+        },
+        {
+            "prompt": "List two shapes. Answer in uppercase.",
+            "answer": "LINE, HEART",
+            "checks": checks,
+        },
+    ]
+    assert RuleJudge(rows).score("List two shapes. Answer in uppercase.", "CIRCLE, STAR") == 10.0
+    with pytest.raises(ValueError, match="different grading rules"):
+        RuleJudge([*rows, {"prompt": rows[0]["prompt"], "checks": [{"type": "lowercase"}]}])
+    with pytest.raises(ValueError, match="different grading rules"):
+        RuleJudge([{"prompt": "2+3?", "answer": "5"}, {"prompt": "2+3?", "answer": "6"}])
+
+
 def test_judge_suite_with_rule_grader(parrot, tmp_path):
     model, tok = parrot
     bench = write_jsonl(
