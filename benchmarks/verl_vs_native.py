@@ -38,8 +38,8 @@ def native(cfg, model: Path, data: Path, root: Path) -> tuple[list[dict], float]
 
 
 def verl(cfg, model: Path, data: Path, root: Path) -> tuple[list[dict], float]:
-    from psft_orchestrator.backends.job import InputRef, Job
     from psft_orchestrator.backends.verl import run
+    from psft_orchestrator.contract import InputRef, Job
 
     # verl, imported here to validate the config, loads the plug-in at import time as well
     sys.path.insert(0, str(REPO / "tests" / "verl"))

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from psft_orchestrator.backends.job import Job, MetricsWriter, write_progress
+from psft_orchestrator.contract import Job, MetricsWriter, write_progress
 
 
 def run(job: Job) -> dict[str, Any]:

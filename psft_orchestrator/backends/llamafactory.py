@@ -42,7 +42,7 @@ from typing import Any
 
 import yaml
 
-from psft_orchestrator.backends.job import Job, config_for
+from psft_orchestrator.contract import Job, config_for
 from psft_orchestrator.training.config import DPOConfig
 
 DATASET_NAME = "psft_pairs"

@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from psft_orchestrator.backends.job import Job, ScoreRow, config_for
+from psft_orchestrator.contract import Job, ScoreRow, config_for
 from psft_orchestrator.evals.config import EvalConfig, LMEvalSuite
 from psft_orchestrator.evals.lmeval import scores_from_results, write_task_yamls
 from psft_orchestrator.evals.records import SampleWriter

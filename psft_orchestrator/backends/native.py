@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from psft_orchestrator.backends.job import Job, config_for
+from psft_orchestrator.contract import Job, config_for
 
 
 def run(job: Job) -> dict[str, Any]:

@@ -17,9 +17,8 @@ import time
 import traceback
 from pathlib import Path
 
-from psft_orchestrator.backends.job import Job
+from psft_orchestrator.contract import EXIT_DETERMINISTIC, EXIT_OK, EXIT_RETRYABLE, Job
 
-EXIT_DETERMINISTIC = 3
 # Errors that will happen again on retry: the run layer must not retry them.
 DETERMINISTIC = (
     "NonFiniteLossError",
@@ -71,14 +70,14 @@ def main(argv: list[str] | None = None) -> int:
         name = type(e).__name__
         print(f"[worker] FAILED {name}: {e}", flush=True)
         (job.out / "error.json").write_text(json.dumps({"type": name, "message": str(e)[:2000]}))
-        return EXIT_DETERMINISTIC if name in DETERMINISTIC else 1
+        return EXIT_DETERMINISTIC if name in DETERMINISTIC else EXIT_RETRYABLE
     summary = {
         k: v for k, v in summary.items() if isinstance(v, int | float | str | bool) or v is None
     }
     summary["backend_seconds"] = round(time.time() - start, 3)
     (job.out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"[worker] done in {summary['backend_seconds']}s", flush=True)
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

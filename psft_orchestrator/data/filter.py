@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from psft_orchestrator.backends.job import Job, MetricsWriter, config_for
+from psft_orchestrator.contract import Job, MetricsWriter, config_for
 from psft_orchestrator.data import formats
 from psft_orchestrator.data.filter_config import FilterConfig
 

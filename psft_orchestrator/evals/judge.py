@@ -20,7 +20,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from psft_orchestrator.backends.job import ScoreRow
+from psft_orchestrator.contract import ScoreRow
 from psft_orchestrator.evals.config import JudgeSuite
 from psft_orchestrator.evals.generate import (
     SamplingParams,

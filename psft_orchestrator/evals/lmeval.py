@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from psft_orchestrator.backends.job import ScoreRow
+from psft_orchestrator.contract import ScoreRow
 from psft_orchestrator.evals.exact import gold_index
 from psft_orchestrator.evals.records import prompt_text, read_benchmark
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from psft_orchestrator.backends.job import ScoreRow
+from psft_orchestrator.contract import ScoreRow
 from psft_orchestrator.evals.answers import extract_boxed, verify_answer
 from psft_orchestrator.evals.config import MathSuite
 from psft_orchestrator.evals.generate import as_messages, generate, sampling_params

@@ -14,7 +14,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from psft_orchestrator.backends.job import ScoreRow
+from psft_orchestrator.contract import ScoreRow
 from psft_orchestrator.data.formats import iter_rows
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from psft_orchestrator.backends.job import ScoreRow
+from psft_orchestrator.contract import ScoreRow
 from psft_orchestrator.evals.config import RulesSuite
 from psft_orchestrator.evals.exact import grade
 from psft_orchestrator.evals.generate import as_messages, generate, sampling_params

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from psft_orchestrator.backends.job import OUTPUT_PATHS, InputRef
+from psft_orchestrator.contract import OUTPUT_PATHS, InputRef
 from psft_orchestrator.spec.compose import RawNode, expand_stages, load_document, node_id
 from psft_orchestrator.spec.errors import Loc, SpecError, did_you_mean, key_path
 from psft_orchestrator.spec.schema import (

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from psft_orchestrator.backends.job import CLIPPED_TOKENS_FILE, CLIPPED_TOKENS_KEY
+from psft_orchestrator.contract import CLIPPED_TOKENS_FILE, CLIPPED_TOKENS_KEY
 
 from .store import ResultsError
 from .tables import _Params, check_fields, field_sql

@@ -172,11 +172,11 @@ def _read_node(node_dir: Path) -> NodeFiles:
 
 
 def _read_scores(path: Path, fp: str) -> list[dict[str, Any]]:
-    from psft_orchestrator.backends.job import ScoreRow
+    from psft_orchestrator.contract import ScoreRow
 
     data = _read_json(path, what="eval scores")
     if not isinstance(data, list):
-        raise ResultsError(f"{path}: expected a JSON list of score rows (backends.job.ScoreRow)")
+        raise ResultsError(f"{path}: expected a JSON list of score rows (contract.ScoreRow)")
     rows = []
     for i, item in enumerate(data):
         try:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from psft_orchestrator import __version__
-from psft_orchestrator.backends.job import InputRef, Job
+from psft_orchestrator.contract import InputRef, Job
 from psft_orchestrator.plan.fingerprint import backend_version
 from psft_orchestrator.plan.planner import Node, Plan
 
@@ -39,7 +39,6 @@ from .lock import WorkspaceBusy, workspace_lock
 RETRIES_INFRA = (
     1  # extra attempts after a crash that may not happen again (Ray worker lost, signal)
 )
-EXIT_DETERMINISTIC = 3  # backends.worker: the same failure would happen again
 
 
 @dataclass

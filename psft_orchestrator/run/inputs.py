@@ -11,7 +11,7 @@ import os
 import shutil
 from pathlib import Path
 
-from psft_orchestrator.backends.job import InputRef
+from psft_orchestrator.contract import InputRef
 from psft_orchestrator.plan.planner import Plan, ToyInput
 
 

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from psft_orchestrator.backends.job import Job, MetricsWriter, config_for, write_progress
+from psft_orchestrator.contract import Job, MetricsWriter, config_for, write_progress
 from psft_orchestrator.training import checkpoint
 from psft_orchestrator.training import losses as L
 from psft_orchestrator.training.config import DPOConfig

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from psft_orchestrator.backends.job import Job, MetricsWriter, config_for, write_progress
+from psft_orchestrator.contract import Job, MetricsWriter, config_for, write_progress
 from psft_orchestrator.training import checkpoint
 from psft_orchestrator.training import losses as L
 from psft_orchestrator.training.config import GRPOConfig

@@ -48,7 +48,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from psft_orchestrator.backends.job import (
+from psft_orchestrator.contract import (
     CLIPPED_TOKENS_FILE,
     CLIPPED_TOKENS_KEY,
     MetricsWriter,

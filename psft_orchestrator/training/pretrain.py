@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from psft_orchestrator.backends.job import MetricsWriter
+from psft_orchestrator.contract import MetricsWriter
 from psft_orchestrator.training.config import PretrainConfig
 from psft_orchestrator.training.loop import truncate_metrics
 from psft_orchestrator.training.optim import build_optimizer, build_scheduler

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from psft_orchestrator.backends.job import InputRef, Job
+from psft_orchestrator.contract import InputRef, Job
 from psft_orchestrator.data.filter import filter_file, run_filter
 from psft_orchestrator.data.filter_config import FilterConfig
 

@@ -3,7 +3,7 @@ import json
 import pytest
 from conftest import write_jsonl
 
-from psft_orchestrator.backends.job import InputRef, Job, ScoreRow
+from psft_orchestrator.contract import InputRef, Job, ScoreRow
 from psft_orchestrator.evals.run import evaluate_model, run_eval
 
 

@@ -17,7 +17,7 @@ def make_job(
     root: Path, kind: str, backend: str, model: Path, data: Path, data_type: str, **config
 ) -> Job:  # noqa: F821
     """A Job whose node and checkpoint directories live under `root` (as the run layer would make them)."""
-    from psft_orchestrator.backends.job import InputRef, Job
+    from psft_orchestrator.contract import InputRef, Job
 
     node = root / "node"
     node.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from psft_orchestrator.backends import native
-from psft_orchestrator.backends.job import InputRef, Job
+from psft_orchestrator.contract import InputRef, Job
 from psft_orchestrator.data.toy.tasks import write_toy_data
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from psft_orchestrator.backends.job import InputRef, Job
+from psft_orchestrator.contract import InputRef, Job
 
 pytestmark = pytest.mark.slow
 BASE = {

@@ -233,8 +233,8 @@ def test_metric_mapping_sums_parts_and_dedupes():
 def test_grpo_fails_fast_without_gpu(tmp_path, micro_model):
     import torch
 
-    from psft_orchestrator.backends.job import InputRef, Job
     from psft_orchestrator.backends.verl import run
+    from psft_orchestrator.contract import InputRef, Job
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")

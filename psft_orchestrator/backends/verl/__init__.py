@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from psft_orchestrator.backends.job import Job
+from psft_orchestrator.contract import Job
 
 # Placeholders for plan time, when inputs do not exist yet. Hydra does not look at paths.
 _PLAN_PATHS = {

@@ -16,8 +16,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from psft_orchestrator.backends.job import Job
 from psft_orchestrator.backends.verl import launch, render, validate
+from psft_orchestrator.contract import Job
 from psft_orchestrator.data.formats import convert, iter_rows
 
 

@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from psft_orchestrator.backends.job import MetricsWriter
 from psft_orchestrator.backends.verl.render import HYDRA_RUN
+from psft_orchestrator.contract import MetricsWriter
 
 # verl metric name -> ours (native backend names). Anything else is dropped: perf/* and mfu are
 # meaningless on CPU and vary run to run.

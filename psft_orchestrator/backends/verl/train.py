@@ -12,8 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from psft_orchestrator.backends.job import Job
 from psft_orchestrator.backends.verl import launch, render, validate
+from psft_orchestrator.contract import Job
 from psft_orchestrator.data.formats import convert, iter_rows
 
 

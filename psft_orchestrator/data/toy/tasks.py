@@ -163,7 +163,7 @@ _GENERATORS: dict[str, Callable[..., Row]] = {
     "prompts": prompts,
 }
 
-# Task -> artifact type of the file it writes (backends.job.ArtifactType).
+# Task -> artifact type of the file it writes (contract.ArtifactType).
 TOY_TASKS: dict[str, str] = {
     "math_sft": "dataset",
     "math_bench": "benchmark",

@@ -12,6 +12,9 @@ interpreter. The backend reads its inputs, and writes into the node directory:
     outputs/scores.json eval scores, see `ScoreRow`     (artifact type "eval")
     summary.json        small dict of final key metrics (shown in the terminal summary)
 
+Exit status of the worker: `EXIT_OK`, `EXIT_DETERMINISTIC` (the same failure would happen again:
+do not retry), anything else (may be retried).
+
 The run layer then adds `manifest.json` and `_SUCCESS` and moves the directory into place.
 Checkpoints that must survive a crash go under `job.checkpoint_dir`, which is stable across
 attempts of the same fingerprint (resume) and deleted once the node succeeded.
@@ -24,6 +27,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
+
+EXIT_OK = 0
+EXIT_DETERMINISTIC = 3  # the same failure would happen again: the run layer does not retry it
+EXIT_RETRYABLE = 1  # anything else: may be retried
 
 ArtifactType = Literal["model", "dataset", "preference", "prompts", "corpus", "benchmark", "eval"]
 
