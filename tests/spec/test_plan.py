@@ -27,7 +27,7 @@ name: t
 models:
   m: {toy: micro}
 datasets:
-  d: {toy: math_sft, n: 16}
+  d: {toy: math_sft, n: 512}
   b: {toy: math_bench, n: 8}
 methods:
   SFT: {kind: sft, lr: 0.01}
@@ -85,6 +85,17 @@ def test_precedence_defaults_preset_stage_method_matrix(tmp_path: Path):
     assert psft.seed == 2  # matrix beats defaults (7)
 
 
+def test_set_override_beats_method_fields(tmp_path: Path):
+    """`--set train.lr=...` (the README's example) wins although both methods set lr."""
+    spec = write(tmp_path, BASE)
+    plan = build_plan(spec, workspace=tmp_path / "ws", overrides=["train.lr=0.003"])
+    assert {n.stage_model.lr for n in plan.nodes if n.stage == "train"} == {0.003}
+    from psft_orchestrator.spec.errors import SpecError
+
+    with pytest.raises(SpecError, match="'seed' is a matrix axis of stage 'train'"):
+        build_plan(spec, workspace=tmp_path / "ws", overrides=["train.seed=3"])
+
+
 def test_set_override_changes_only_downstream(tmp_path: Path):
     spec = write(tmp_path, BASE)
     a = {n.id: n.fingerprint for n in build_plan(spec, workspace=tmp_path / "ws").nodes}
@@ -110,7 +121,7 @@ def test_fingerprint_tracks_input_content(tmp_path: Path):
         name: t
         models: {m: {toy: micro}}
         datasets: {d: {path: d.jsonl, type: dataset}}
-        stages: [{name: s, kind: sft, model: m, data: d}]
+        stages: [{name: s, kind: sft, model: m, data: d, train_batch_size: 1}]
     """,
     )
     fp1 = build_plan(spec, workspace=tmp_path / "ws").nodes[0].fingerprint
@@ -135,10 +146,10 @@ def test_profile_and_extends(tmp_path: Path):
         """
         name: tmpl
         models: {m: {toy: micro}}
-        datasets: {d: {toy: math_sft, n: 16}}
+        datasets: {d: {toy: math_sft, n: 512}}
         stages: [{name: s, kind: sft, model: m, data: d, lr: 0.1}]
         profiles:
-          small: {stages: [{name: s, lr: 0.3}], datasets: {d: {n: 4}}}
+          small: {stages: [{name: s, lr: 0.3, train_batch_size: 4}], datasets: {d: {n: 4}}}
     """,
         "tmpl.yaml",
     )
@@ -202,7 +213,7 @@ def test_overlay_error_points_at_overlay_line(tmp_path: Path):
         """
         name: t
         models: {m: {toy: micro}}
-        datasets: {d: {toy: math_sft, n: 16}}
+        datasets: {d: {toy: math_sft, n: 512}}
         stages:
           - name: s
             kind: sft
@@ -225,7 +236,8 @@ def test_overlay_error_points_at_overlay_line(tmp_path: Path):
 def test_downstream_label_templates_survive_fan_out(tmp_path: Path):
     """eval of dpo[method=SFT] is labelled SFT->DPO (the inherited coordinate must not undo it)."""
     text = BASE.replace(
-        "  b: {toy: math_bench, n: 8}", "  b: {toy: math_bench, n: 8}\n  p: {toy: preference, n: 8}"
+        "  b: {toy: math_bench, n: 8}",
+        "  b: {toy: math_bench, n: 8}\n  p: {toy: preference, n: 64}",
     )
     text += """
   - name: dpo
