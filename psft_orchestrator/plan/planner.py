@@ -106,6 +106,27 @@ class Plan:
                 return n
         raise KeyError(node_id_or_prefix)
 
+    def forced(self, names: list[str]) -> set[str]:
+        """Ids of the nodes `--force NAME...` reruns: the matches and everything downstream."""
+        roots = set()
+        for name in names:
+            hits = [
+                n.id
+                for n in self.nodes
+                if name in (n.id, n.stage) or (len(name) >= 6 and n.fingerprint.startswith(name))
+            ]
+            if not hits:
+                raise SpecError.one(
+                    None,
+                    f"--force {name}",
+                    "matches no node id, stage name or fingerprint prefix of the plan"
+                    + did_you_mean(
+                        name, [*{n.stage for n in self.nodes}, *(n.id for n in self.nodes)]
+                    ),
+                )
+            roots.update(hits)
+        return self.downstream(roots)
+
     def downstream(self, roots: set[str]) -> set[str]:
         """Node ids of `roots` and everything that depends on them."""
         out = set(roots)

@@ -206,6 +206,37 @@ def test_plan_cli_json_and_fast_help(tmp_path: Path):
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout
 
 
+def test_plan_json_resolved_config_and_force_preview(tmp_path: Path):
+    spec, ws = write(tmp_path, BASE), tmp_path / "ws"
+    plan = build_plan(spec, workspace=ws)
+    for node in plan.nodes:  # everything done: only --force makes anything run
+        node.artifact_dir(ws).mkdir(parents=True)
+        (node.artifact_dir(ws) / "_SUCCESS").write_text("")
+
+    def plan_cli(*extra: str) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "psft_orchestrator.cli.run", str(spec), "--plan"]
+        return subprocess.run(
+            [*cmd, "--workspace", str(ws), *extra], capture_output=True, text=True, timeout=60
+        )
+
+    data = json.loads(plan_cli("--json", "--force", "train[method=PSFT,seed=2]").stdout)
+    status = {n["id"]: n["status"] for n in data["nodes"]}
+    assert status.pop("train[method=PSFT,seed=2]") == status.pop("eval[method=PSFT,seed=2]")
+    assert set(status.values()) == {"done"}
+    assert data["forced"] == ["eval[method=PSFT,seed=2]", "train[method=PSFT,seed=2]"]
+    psft = next(n for n in data["nodes"] if n["id"] == "train[method=PSFT,seed=2]")
+    assert psft["status"] == "forced"
+    assert (psft["config"]["lr"], psft["config"]["seed"], psft["config"]["max_length"]) == (
+        0.02,
+        2,
+        512,
+    )
+    text = plan_cli("--force", "train").stdout
+    assert "6 to run (6 of them done but forced: rerun)" in text
+    bad = plan_cli("--force", "trian")
+    assert bad.returncode == 2 and "did you mean 'train'?" in bad.stderr
+
+
 def test_overlay_error_points_at_overlay_line(tmp_path: Path):
     """A bad value that a profile merges into an existing stage is reported at the profile's line."""
     spec = write(
