@@ -42,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="NODE",
-        help="rerun this node (id, stage name or fingerprint prefix) and everything downstream",
+        help="rerun this node (id, stage name or fingerprint prefix) and everything downstream; "
+        "with --plan, show what it would rerun",
     )
     p.add_argument(
         "--no-wait", action="store_true", help="fail at once if another run holds the workspace"
@@ -72,10 +73,11 @@ def main(argv: list[str] | None = None) -> int:
         from psft_orchestrator.plan.backend_checks import check_backends
 
         check_backends(plan)
+        forced = plan.forced(args.force)
         if args.plan:
             from psft_orchestrator.plan.render import plan_json, plan_text
 
-            print(plan_json(plan) if args.json else plan_text(plan))
+            print(plan_json(plan, forced) if args.json else plan_text(plan, forced))
             return EXIT_OK
         from psft_orchestrator.run.execute import run_plan
 

@@ -20,6 +20,7 @@ from psft_orchestrator.spec.compose import RawNode, expand_stages, load_document
 from psft_orchestrator.spec.errors import Loc, SpecError, did_you_mean, key_path
 from psft_orchestrator.spec.schema import (
     BACKENDS,
+    COMPOSE_KEYS,
     DATA_TYPES,
     NEEDS_MODEL,
     STAGE_MODELS,
@@ -105,6 +106,27 @@ class Plan:
                 return n
         raise KeyError(node_id_or_prefix)
 
+    def forced(self, names: list[str]) -> set[str]:
+        """Ids of the nodes `--force NAME...` reruns: the matches and everything downstream."""
+        roots = set()
+        for name in names:
+            hits = [
+                n.id
+                for n in self.nodes
+                if name in (n.id, n.stage) or (len(name) >= 6 and n.fingerprint.startswith(name))
+            ]
+            if not hits:
+                raise SpecError.one(
+                    None,
+                    f"--force {name}",
+                    "matches no node id, stage name or fingerprint prefix of the plan"
+                    + did_you_mean(
+                        name, [*{n.stage for n in self.nodes}, *(n.id for n in self.nodes)]
+                    ),
+                )
+            roots.update(hits)
+        return self.downstream(roots)
+
     def downstream(self, roots: set[str]) -> set[str]:
         """Node ids of `roots` and everything that depends on them."""
         out = set(roots)
@@ -170,6 +192,9 @@ def build_plan(
     ordered = [n for stage in order for n in nodes[stage]]
     plan = Plan(spec_path, pipeline, ws, ordered, toy_inputs)
     plan.plan_hash = sha256(canonical(sorted(n.fingerprint for n in ordered)))
+    from .data_checks import check_data  # needs Plan: imported here, not at the top
+
+    check_data(plan)
     return plan
 
 
@@ -189,27 +214,26 @@ def _validate(
             )
             # Union members show up as extra path parts ('str', 'FromRef'); drop them for display.
             path = tuple(p for p in path if p not in ("str", "FromRef", "str-enum", "list[str]"))
+            path, owner = _walk(model, path)
             problems.append(
                 (
                     locate(path),
                     prefix + key_path(path) if path else prefix.rstrip("."),
-                    _message(model, err, path, kind),
+                    _message(owner, err, path, kind),
                 )
             )
         raise SpecError(problems) from None
 
 
-def _message(model: type[BaseModel], err: dict, path: tuple, kind: str | None) -> str:
+def _message(owner: type[BaseModel] | None, err: dict, path: tuple, kind: str | None) -> str:
     etype = err["type"]
     if etype == "extra_forbidden":
         key = path[-1]
-        owner = _model_at(model, path[:-1])
         fields = _field_names(owner) if owner else []
-        what = (
-            f"a {kind} stage"
-            if kind and len(path) == 1
-            else (owner.__name__ if owner else "this mapping")
-        )
+        stage_level = kind and len(path) == 1
+        if stage_level:
+            fields += COMPOSE_KEYS  # consumed before validation, but valid in a stage
+        what = f"a {kind} stage" if stage_level else (owner.__name__ if owner else "this mapping")
         return f"unknown key {key!r} for {what}{did_you_mean(str(key), fields)}"
     if etype == "missing":
         return "missing required key"
@@ -227,29 +251,49 @@ def _field_names(model: type[BaseModel]) -> list[str]:
     return [f.alias or name for name, f in model.model_fields.items()]
 
 
-def _model_at(model: type[BaseModel], path: tuple) -> type[BaseModel] | None:
-    """The nested pydantic model class at `path` (for typo suggestions), if any."""
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic models inside a type (through list, dict, Optional, Union, Annotated)."""
     import typing
 
-    cur: Any = model
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in typing.get_args(annotation) for m in _models_in(arg)]
+
+
+def _union_tag(model: type[BaseModel]) -> Any:
+    """The value of a discriminated union member's `type` field (e.g. 'math' for MathSuite)."""
+    f = model.model_fields.get("type")
+    return f.default if f is not None else None
+
+
+def _walk(model: type[BaseModel], path: tuple) -> tuple[tuple, type[BaseModel] | None]:
+    """`path` without discriminated-union tags, and the model that owns its last key.
+
+    pydantic puts the tag in error paths (`suites.0.math.max_tokens`); the spec has no such key.
+    """
+    clean: list[Any] = []
+    candidates, owner = [model], None
     for part in path:
-        if isinstance(part, int) or not (isinstance(cur, type) and issubclass(cur, BaseModel)):
+        if isinstance(part, int):
+            clean.append(part)
             continue
-        f = cur.model_fields.get(part)
-        if f is None:
-            return None
-        ann = f.annotation
-        candidates = [
-            a
-            for a in typing.get_args(ann) or (ann,)
-            if isinstance(a, type) and issubclass(a, BaseModel)
-        ]
-        for a in typing.get_args(ann):
-            candidates += [
-                b for b in typing.get_args(a) if isinstance(b, type) and issubclass(b, BaseModel)
-            ]
-        cur = candidates[0] if candidates else None
-    return cur if isinstance(cur, type) and issubclass(cur, BaseModel) else None
+        tagged = [c for c in candidates if _union_tag(c) == part]
+        if len(candidates) > 1 and tagged:
+            candidates = tagged
+            continue
+        clean.append(part)
+        owner = candidates[0] if len(candidates) == 1 else None
+        field = next(
+            (
+                f
+                for c in candidates
+                for name, f in c.model_fields.items()
+                if part in (name, f.alias)
+            ),
+            None,
+        )
+        candidates = _models_in(field.annotation) if field is not None else []
+    return tuple(clean), owner
 
 
 def _check_defaults(pipeline: Pipeline, doc: Doc) -> None:
@@ -280,6 +324,7 @@ def _validate_node(raw: RawNode) -> StageBase:
     kind = raw.data.get("kind")
     prefix = f"{raw.node_id}."
     if kind is None:
+        _check_kindless_keys(raw)
         raise SpecError.one(
             raw.stage_loc,
             raw.node_id,
@@ -301,6 +346,18 @@ def _validate_node(raw: RawNode) -> StageBase:
             f"a {kind} stage cannot run on {model.backend!r}; supported: {', '.join(BACKENDS[kind])}",
         )
     return model
+
+
+def _check_kindless_keys(raw: RawNode) -> None:
+    """Without a kind, a misspelled key (often `matirx:`) is the likelier mistake: name it."""
+    known = {k for m in STAGE_MODELS.values() for k in _field_names(m)} | set(COMPOSE_KEYS)
+    for key in raw.data:
+        if key not in known:
+            raise SpecError.one(
+                raw.loc((key,)),
+                f"{raw.node_id}.{key}",
+                f"unknown stage key {key!r}{did_you_mean(str(key), known)}",
+            )
 
 
 def _dealias(model: StageBase, raw: RawNode, pipeline: Pipeline) -> StageBase:

@@ -8,8 +8,11 @@ from typing import Any
 from .planner import Node, Plan
 
 
-def node_record(node: Node, plan: Plan) -> dict[str, Any]:
+def node_record(node: Node, plan: Plan, forced: set[str] = frozenset()) -> dict[str, Any]:
     ws = plan.workspace
+    status = "done" if node.is_done(ws) else "todo"
+    if node.id in forced:
+        status = "forced" if status == "done" else status
     record = {
         "id": node.id,
         "stage": node.stage,
@@ -24,8 +27,9 @@ def node_record(node: Node, plan: Plan) -> dict[str, Any]:
         "output": node.output_type,
         "fingerprint": node.fingerprint,
         "artifact_dir": str(node.artifact_dir(ws)),
-        "status": "done" if node.is_done(ws) else "todo",
+        "status": status,
         "resources": node.stage_model.resources.model_dump(),
+        "config": node.config,  # resolved: defaults, presets, method, --set and matrix applied
     }
     reward = getattr(node.stage_model, "reward", None)
     if reward is not None:
@@ -33,25 +37,29 @@ def node_record(node: Node, plan: Plan) -> dict[str, Any]:
     return record
 
 
-def plan_json(plan: Plan) -> str:
+def plan_json(plan: Plan, forced: set[str] = frozenset()) -> str:
     return json.dumps(
         {
             "spec": str(plan.spec_path),
             "name": plan.pipeline.name,
             "workspace": str(plan.workspace),
             "plan_hash": plan.plan_hash,
-            "nodes": [node_record(n, plan) for n in plan.nodes],
+            "forced": sorted(forced),
+            "nodes": [node_record(n, plan, forced) for n in plan.nodes],
         },
         indent=2,
     )
 
 
-def plan_text(plan: Plan) -> str:
-    records = [node_record(n, plan) for n in plan.nodes]
+def plan_text(plan: Plan, forced: set[str] = frozenset()) -> str:
+    records = [node_record(n, plan, forced) for n in plan.nodes]
     done = sum(r["status"] == "done" for r in records)
+    rerun = sum(r["status"] == "forced" for r in records)
     lines = [
         f"plan {plan.pipeline.name} ({plan.spec_path}) — {len(records)} nodes, {done} done, "
-        f"{len(records) - done} to run; workspace {plan.workspace}",
+        f"{len(records) - done} to run"
+        + (f" ({rerun} of them done but forced: rerun)" if rerun else "")
+        + f"; workspace {plan.workspace}",
         "",
     ]
     rows = [("node", "kind", "backend", "inputs", "fingerprint", "status")]

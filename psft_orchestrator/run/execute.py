@@ -72,33 +72,13 @@ def run_plan(
 ) -> bool:
     """Run every node that is not done; return True when no node failed."""
     ws = plan.workspace.resolve()
-    forced = _forced(plan, force or [])
+    forced = plan.forced(force or [])
     try:
         with workspace_lock(ws, wait=wait):
             return _run_locked(plan, ws, forced, ray_address, use_prefect, quiet)
     except WorkspaceBusy as e:
         print(f"error: {e}", file=sys.stderr)
         return False
-
-
-def _forced(plan: Plan, names: list[str]) -> set[str]:
-    from psft_orchestrator.spec.errors import SpecError
-
-    roots = set()
-    for name in names:
-        hits = [
-            n.id
-            for n in plan.nodes
-            if name in (n.id, n.stage) or (len(name) >= 6 and n.fingerprint.startswith(name))
-        ]
-        if not hits:
-            raise SpecError.one(
-                None,
-                f"--force {name}",
-                "matches no node id, stage name or fingerprint prefix of the plan",
-            )
-        roots.update(hits)
-    return plan.downstream(roots)
 
 
 def _run_locked(

@@ -2,10 +2,13 @@
 
 Precedence for a node's fields, lowest to highest:
 
-    defaults  <  stage preset  <  method preset  <  stage fields  <  method fields  <  matrix cell
+    defaults  <  stage preset  <  method preset  <  stage fields  <  method fields
+              <  `--set STAGE.FIELD=...`  <  matrix cell
 
 `extends:` (a template under `pipelines/`), `--profile NAME` (an overlay in the spec's
-`profiles:`) and `--set key=value` are applied to the whole document first, in that order.
+`profiles:`) and `--set key=value` are applied to the whole document first, in that order;
+a `--set` of a stage field is applied to each of the stage's nodes again after the method's
+fields, so the user's last word wins (setting a matrix axis that way is an error).
 Every value keeps the `Loc` of the file and line it came from, so errors point at the right
 place even when the value came from a preset or a template.
 """
@@ -373,6 +376,7 @@ def _expand_stage(
                     )
         _apply(data, locs, {k: v for k, v in stage.items() if k != "preset"}, sdoc.locs)
         _apply(data, locs, {k: v for k, v in method.items() if k != "preset"}, method_locs)
+        _overrides_last(data, locs, sdoc, cell, name)
         coords = {}
         for axis, value in cell.items():
             if axis == "method":
@@ -393,6 +397,30 @@ def _expand_stage(
             )
         )
     return out
+
+
+def _overrides_last(data: dict, locs: dict, sdoc: Doc, cell: dict, name: str) -> None:
+    """Re-apply this stage's `--set` values (located at "--set") over method fields."""
+    paths = [p for p, loc in sdoc.locs.items() if p and loc.file == "--set"]
+    leaves = [p for p in paths if not any(len(q) > len(p) and q[: len(p)] == p for q in paths)]
+    for path in leaves:
+        if path[0] in cell:
+            raise SpecError.one(
+                Loc("--set"),
+                f"{name}.{key_path(path)}",
+                f"{path[0]!r} is a matrix axis of stage {name!r}; "
+                f"use --set {name}.matrix.{path[0]}=[...] instead",
+            )
+        value: Any = sdoc.data
+        for key in path:
+            value = value[key]
+        cur = data
+        for key in path[:-1]:
+            if not isinstance(cur.get(key), dict):
+                cur[key] = {}
+            cur = cur[key]
+        cur[path[-1]] = copy.deepcopy(value)
+        locs[path] = Loc("--set")
 
 
 def _apply(data: dict, locs: dict, src: dict, src_locs: dict) -> None:

@@ -62,6 +62,8 @@ class SpecError(Exception):
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """' (did you mean 'lr'?)' or ''; plus the valid choices when they are few."""
     choices = sorted(set(map(str, choices)))
+    if not choices:
+        return ""
     hint = closest(word, choices)
     if hint:
         return f" (did you mean {hint!r}?)"

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 SPEC = """
 name: v
 models: {m: {toy: micro}}
-datasets: {d: {toy: math_sft, n: 16}}
+datasets: {d: {toy: math_sft, n: 512}}
 stages:
   - name: train
     kind: psft

@@ -27,7 +27,7 @@ name: t
 models:
   m: {toy: micro}
 datasets:
-  d: {toy: math_sft, n: 16}
+  d: {toy: math_sft, n: 512}
   b: {toy: math_bench, n: 8}
 methods:
   SFT: {kind: sft, lr: 0.01}
@@ -85,6 +85,17 @@ def test_precedence_defaults_preset_stage_method_matrix(tmp_path: Path):
     assert psft.seed == 2  # matrix beats defaults (7)
 
 
+def test_set_override_beats_method_fields(tmp_path: Path):
+    """`--set train.lr=...` (the README's example) wins although both methods set lr."""
+    spec = write(tmp_path, BASE)
+    plan = build_plan(spec, workspace=tmp_path / "ws", overrides=["train.lr=0.003"])
+    assert {n.stage_model.lr for n in plan.nodes if n.stage == "train"} == {0.003}
+    from psft_orchestrator.spec.errors import SpecError
+
+    with pytest.raises(SpecError, match="'seed' is a matrix axis of stage 'train'"):
+        build_plan(spec, workspace=tmp_path / "ws", overrides=["train.seed=3"])
+
+
 def test_set_override_changes_only_downstream(tmp_path: Path):
     spec = write(tmp_path, BASE)
     a = {n.id: n.fingerprint for n in build_plan(spec, workspace=tmp_path / "ws").nodes}
@@ -110,7 +121,7 @@ def test_fingerprint_tracks_input_content(tmp_path: Path):
         name: t
         models: {m: {toy: micro}}
         datasets: {d: {path: d.jsonl, type: dataset}}
-        stages: [{name: s, kind: sft, model: m, data: d}]
+        stages: [{name: s, kind: sft, model: m, data: d, train_batch_size: 1}]
     """,
     )
     fp1 = build_plan(spec, workspace=tmp_path / "ws").nodes[0].fingerprint
@@ -135,10 +146,10 @@ def test_profile_and_extends(tmp_path: Path):
         """
         name: tmpl
         models: {m: {toy: micro}}
-        datasets: {d: {toy: math_sft, n: 16}}
+        datasets: {d: {toy: math_sft, n: 512}}
         stages: [{name: s, kind: sft, model: m, data: d, lr: 0.1}]
         profiles:
-          small: {stages: [{name: s, lr: 0.3}], datasets: {d: {n: 4}}}
+          small: {stages: [{name: s, lr: 0.3, train_batch_size: 4}], datasets: {d: {n: 4}}}
     """,
         "tmpl.yaml",
     )
@@ -195,6 +206,37 @@ def test_plan_cli_json_and_fast_help(tmp_path: Path):
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout
 
 
+def test_plan_json_resolved_config_and_force_preview(tmp_path: Path):
+    spec, ws = write(tmp_path, BASE), tmp_path / "ws"
+    plan = build_plan(spec, workspace=ws)
+    for node in plan.nodes:  # everything done: only --force makes anything run
+        node.artifact_dir(ws).mkdir(parents=True)
+        (node.artifact_dir(ws) / "_SUCCESS").write_text("")
+
+    def plan_cli(*extra: str) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "psft_orchestrator.cli.run", str(spec), "--plan"]
+        return subprocess.run(
+            [*cmd, "--workspace", str(ws), *extra], capture_output=True, text=True, timeout=60
+        )
+
+    data = json.loads(plan_cli("--json", "--force", "train[method=PSFT,seed=2]").stdout)
+    status = {n["id"]: n["status"] for n in data["nodes"]}
+    assert status.pop("train[method=PSFT,seed=2]") == status.pop("eval[method=PSFT,seed=2]")
+    assert set(status.values()) == {"done"}
+    assert data["forced"] == ["eval[method=PSFT,seed=2]", "train[method=PSFT,seed=2]"]
+    psft = next(n for n in data["nodes"] if n["id"] == "train[method=PSFT,seed=2]")
+    assert psft["status"] == "forced"
+    assert (psft["config"]["lr"], psft["config"]["seed"], psft["config"]["max_length"]) == (
+        0.02,
+        2,
+        512,
+    )
+    text = plan_cli("--force", "train").stdout
+    assert "6 to run (6 of them done but forced: rerun)" in text
+    bad = plan_cli("--force", "trian")
+    assert bad.returncode == 2 and "did you mean 'train'?" in bad.stderr
+
+
 def test_overlay_error_points_at_overlay_line(tmp_path: Path):
     """A bad value that a profile merges into an existing stage is reported at the profile's line."""
     spec = write(
@@ -202,7 +244,7 @@ def test_overlay_error_points_at_overlay_line(tmp_path: Path):
         """
         name: t
         models: {m: {toy: micro}}
-        datasets: {d: {toy: math_sft, n: 16}}
+        datasets: {d: {toy: math_sft, n: 512}}
         stages:
           - name: s
             kind: sft
@@ -225,7 +267,8 @@ def test_overlay_error_points_at_overlay_line(tmp_path: Path):
 def test_downstream_label_templates_survive_fan_out(tmp_path: Path):
     """eval of dpo[method=SFT] is labelled SFT->DPO (the inherited coordinate must not undo it)."""
     text = BASE.replace(
-        "  b: {toy: math_bench, n: 8}", "  b: {toy: math_bench, n: 8}\n  p: {toy: preference, n: 8}"
+        "  b: {toy: math_bench, n: 8}",
+        "  b: {toy: math_bench, n: 8}\n  p: {toy: preference, n: 64}",
     )
     text += """
   - name: dpo
