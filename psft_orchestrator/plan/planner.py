@@ -469,9 +469,10 @@ def _fan_out(
                 f"no node of {ref.from_!r} has coordinates consistent with the stage's other inputs",
             )
         combos = new
+    combos = _pair_seeds(combos, raw, model)
     out = []
     for inherited, parents in combos:
-        clash = set(inherited) & set(raw.coords)
+        clash = (set(inherited) & set(raw.coords)) - raw.paired
         if clash:
             axis = sorted(clash)[0]
             raise SpecError.one(
@@ -504,6 +505,24 @@ def _fan_out(
         )
         out.append(node)
     return out
+
+
+def _pair_seeds(combos: list, raw: RawNode, model: StageBase) -> list:
+    """A cell seeded by `seeds:` takes only the upstream nodes of its own seed, if they have one."""
+    paired = [a for a in raw.paired if any(a in coords for coords, _ in combos)]
+    if not paired:
+        return combos
+    kept = [c for c in combos if all(c[0].get(a, raw.coords[a]) == raw.coords[a] for a in paired)]
+    if not kept:
+        axis = paired[0]
+        upstream = sorted({str(c[0][axis]) for c in combos if axis in c[0]})
+        raise SpecError.one(
+            raw.loc((axis,)),
+            f"{raw.node_id}.seeds",
+            f"{axis} {raw.coords[axis]} has no upstream node to pair with: the stage's inputs "
+            f"were made with {axis}s {', '.join(upstream)}",
+        )
+    return kept
 
 
 def _resolve_inputs(

@@ -5,6 +5,11 @@ Precedence for a node's fields, lowest to highest:
     defaults  <  stage preset  <  method preset  <  stage fields  <  method fields
               <  `--set STAGE.FIELD=...`  <  matrix cell
 
+`seeds: [1, 2, 3]` (top level or per stage) adds a `seed` axis to the matrix. A stage's own
+`seeds:` wins; the top-level list applies to the training kinds (`SEEDED_KINDS`), not to
+pretraining or evals, which inherit the seed of the model they take. A `seed` axis made by
+`seeds:` *pairs* with an upstream seed (dpo[seed=2] takes train[seed=2]) instead of clashing.
+
 `extends:` (a template under `pipelines/`), `--profile NAME` (an overlay in the spec's
 `profiles:`) and `--set key=value` are applied to the whole document first, in that order;
 a `--set` of a stage field is applied to each of the stage's nodes again after the method's
@@ -32,6 +37,9 @@ MAX_CELLS_PER_STAGE = 256
 MAX_EXTENDS_DEPTH = 8
 VAR_RE = re.compile(r"\$\{vars\.([A-Za-z_][A-Za-z0-9_]*)\}")
 TOP_ONLY_KEYS = ("extends", "profiles")
+# Kinds that the top-level `seeds:` applies to: training whose result depends on its seed.
+SEEDED_KINDS = ("sft", "psft", "dft", "iwsft", "dpo", "grpo")
+SEED_AXIS = "seed"
 
 
 @dataclass
@@ -44,6 +52,7 @@ class RawNode:
     locs: dict[Path_, Loc] = field(default_factory=dict)
     stage_loc: Loc = field(default_factory=lambda: Loc(""))
     aliases: dict[str, str] = field(default_factory=dict)  # slot -> declared name it was written as
+    paired: frozenset[str] = frozenset()  # axes that pair with an upstream axis of that name
 
     def loc(self, path: Path_) -> Loc:
         for n in range(len(path), 0, -1):
@@ -233,6 +242,8 @@ def parse_override(text: str) -> Doc:
         "methods",
         "defaults",
         "tables",
+        "seeds",
+        "claims",
     }
     if parts[0] in top_keys:
         data: dict[str, Any] = {}
@@ -339,8 +350,9 @@ def _expand_stage(
     stage = dict(sdoc.data)
     matrix = stage.pop("matrix", None)
     cells = _matrix_cells(matrix, sdoc, name) if matrix is not None else [{}]
+    cells = _with_seeds(cells, stage.pop("seeds", None), sdoc, doc, methods, name)
     out = []
-    for cell in cells:
+    for cell, paired in cells:
         method_name = cell.get("method", stage.get("method"))
         method: dict[str, Any] = {}
         method_locs: dict[Path_, Loc] = {}
@@ -383,7 +395,7 @@ def _expand_stage(
                 data["method"] = value
             else:
                 data[axis] = copy.deepcopy(value)
-                locs[(axis,)] = sdoc.loc(("matrix", axis))
+                locs[(axis,)] = _seeds_loc(sdoc, doc) if paired else sdoc.loc(("matrix", axis))
             coords[axis] = value
         if method_name is not None:
             data["method"] = method_name
@@ -394,6 +406,7 @@ def _expand_stage(
                 data,
                 locs,
                 sdoc.loc(("name",)) if ("name",) in sdoc.locs else sdoc.loc(()),
+                paired=frozenset({SEED_AXIS}) if paired else frozenset(),
             )
         )
     return out
@@ -421,6 +434,59 @@ def _overrides_last(data: dict, locs: dict, sdoc: Doc, cell: dict, name: str) ->
             cur = cur[key]
         cur[path[-1]] = copy.deepcopy(value)
         locs[path] = Loc("--set")
+
+
+def _with_seeds(
+    cells: list[dict[str, Any]], own: Any, sdoc: Doc, doc: Doc, methods: dict, name: str
+) -> list[tuple[dict[str, Any], bool]]:
+    """Each matrix cell times the seeds that apply to it; True marks a cell seeded by `seeds:`."""
+    top = doc.data.get("seeds")
+    if own is not None:
+        seeds = check_seeds(own, sdoc.loc(("seeds",)), f"{name}.seeds")
+        if any(SEED_AXIS in c for c in cells):
+            raise SpecError.one(
+                sdoc.loc(("seeds",)),
+                f"{name}.seeds",
+                "give seeds: or a matrix axis seed:, not both",
+            )
+    elif top is not None:
+        seeds = check_seeds(top, doc.loc(("seeds",)), "seeds")
+    else:
+        return [(c, False) for c in cells]
+    out: list[tuple[dict[str, Any], bool]] = []
+    for cell in cells:
+        method_name = cell.get("method", sdoc.data.get("method"))
+        method = (methods.get(method_name) if isinstance(method_name, str) else None) or {}
+        kind = cell.get("kind", method.get("kind", sdoc.data.get("kind")))
+        applies = own is not None or (kind in SEEDED_KINDS and SEED_AXIS not in cell)
+        out += [({**cell, SEED_AXIS: s}, True) for s in seeds] if applies else [(cell, False)]
+    if len(out) > MAX_CELLS_PER_STAGE:
+        raise SpecError.one(
+            sdoc.loc(("seeds",)) if own is not None else doc.loc(("seeds",)),
+            f"{name}.seeds",
+            f"with its seeds the stage expands to {len(out):,} nodes; the limit is {MAX_CELLS_PER_STAGE}",
+        )
+    return out
+
+
+def _seeds_loc(sdoc: Doc, doc: Doc) -> Loc:
+    return sdoc.loc(("seeds",)) if "seeds" in sdoc.data else doc.loc(("seeds",))
+
+
+def check_seeds(value: Any, loc: Loc, key: str) -> list[int]:
+    """A `seeds:` value: a non-empty list of distinct non-negative integers."""
+    if not isinstance(value, list) or not value:
+        raise SpecError.one(
+            loc,
+            key,
+            "must be a non-empty list of seeds such as [1, 2, 3] (an empty list runs nothing)",
+        )
+    bad = [v for v in value if isinstance(v, bool) or not isinstance(v, int) or v < 0]
+    if bad:
+        raise SpecError.one(loc, key, f"seeds must be non-negative integers (got {bad[0]!r})")
+    if len(set(value)) != len(value):
+        raise SpecError.one(loc, key, "seeds must be distinct")
+    return list(value)
 
 
 def _apply(data: dict, locs: dict, src: dict, src_locs: dict) -> None:

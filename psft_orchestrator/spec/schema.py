@@ -276,7 +276,7 @@ STAGE_MODELS: dict[str, type[StageBase]] = {
 assert set(STAGE_MODELS) == set(BACKENDS) == set(DATA_TYPES)
 
 # Keys of a raw stage that composition consumes before validation.
-COMPOSE_KEYS = ("preset", "matrix")
+COMPOSE_KEYS = ("preset", "matrix", "seeds")
 
 
 class Pipeline(Strict):
@@ -316,6 +316,26 @@ class Pipeline(Strict):
     tables: list[str] = Field(
         default_factory=list, description="Result tables to print when the run ends."
     )
+    seeds: list[int] | None = Field(
+        None,
+        description="Seeds as a matrix axis of every training stage (sft, psft, dft, iwsft, dpo, "
+        "grpo); downstream stages pair with their input's seed. A stage's own seeds: wins.",
+    )
+    claims: bool = Field(
+        False, description="Print the paper's four claims, checked on this run, when it ends."
+    )
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None:
+            if not v:
+                raise ValueError(
+                    "must be a non-empty list of seeds such as [1, 2, 3] (an empty list runs nothing)"
+                )
+            if any(s < 0 for s in v) or len(set(v)) != len(v):
+                raise ValueError("seeds must be distinct non-negative integers")
+        return v
 
     @field_validator("models", "datasets", "methods")
     @classmethod
