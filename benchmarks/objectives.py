@@ -159,7 +159,10 @@ def report(args, runs: dict[str, list[dict]], device: str) -> None:
             f"final loss {rs[-1]['final_loss']:.4f}"
         )
     for kind in ("psft", "dft"):
-        ratios = [a["train_time_s"] / b["train_time_s"] for a, b in zip(runs[kind], runs["sft"])]
+        ratios = [
+            a["train_time_s"] / b["train_time_s"]
+            for a, b in zip(runs[kind], runs["sft"], strict=True)
+        ]
         target = "  (target ≤ 1.30 at the median)" if kind == "psft" else ""
         print(f"  {kind.upper()}/SFT time ratio {spread(ratios)}{target}")
 
