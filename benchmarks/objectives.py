@@ -6,10 +6,13 @@ measured in this run. PSFT's extra cost is the θ_old forward pass (no grad) ove
 2..k of every train batch; the target is PSFT ≤ 1.30 × SFT. Then SFT tokens/s is compared with
 TRL's SFTTrainer on the same model, data and batch size (assistant-only loss, no packing).
 
-    python benchmarks/objectives.py [--size tiny] [--steps 32] [--repeats 2] [--threads 1] [--no-trl]
+    python benchmarks/objectives.py [--size tiny] [--steps 32] [--min-seconds 20] [--threads 1] [--no-trl]
 
-Times are training-loop wall times (model loading and tokenisation excluded), the best of
-`--repeats` interleaved runs, so that other load on the machine hurts every objective alike.
+Times are training-loop wall times (model loading and tokenisation excluded). The objectives run
+interleaved (sft, psft, dft, sft, psft, dft, ...) until each has run at least `--min-seconds` in
+total and `--min-repeats` times, so other load on the machine hurts every objective alike. Each
+round gives one PSFT/SFT and one DFT/SFT ratio (the runs of one round are seconds apart); the
+median of those ratios is printed with their spread (min-max and interquartile range).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -116,6 +120,53 @@ def run_trl(model_dir: Path, data: Path, root: Path, steps: int, batch: int) -> 
     }
 
 
+def spread(values: list[float]) -> str:
+    """median [q1, q3] (min-max) of a list of ratios."""
+    q = statistics.quantiles(values, n=4) if len(values) > 1 else [values[0]] * 3
+    return f"{statistics.median(values):.3f}  IQR [{q[0]:.3f}, {q[2]:.3f}]  range [{min(values):.3f}, {max(values):.3f}]"
+
+
+def interleaved_runs(args, model: Path, data: Path, root: Path) -> dict[str, list[dict]]:
+    """Rounds of sft, psft, dft until each objective ran >= min_seconds and >= min_repeats times."""
+    runs: dict[str, list[dict]] = {"sft": [], "psft": [], "dft": []}
+
+    def done() -> bool:
+        return all(
+            len(r) >= args.min_repeats and sum(s["train_time_s"] for s in r) >= args.min_seconds
+            for r in runs.values()
+        )
+
+    while not done():
+        for kind in runs:
+            s = run_native(kind, model, data, root, args.steps, args.batch, args.ratio, args.micro)
+            runs[kind].append(s)
+    return runs
+
+
+def report(args, runs: dict[str, list[dict]], device: str) -> None:
+    n = len(runs["sft"])
+    print(
+        f"model {args.size}, {args.steps} steps × {args.batch} sequences, micro {args.micro}, "
+        f"PSFT train batch {args.batch * args.ratio} (θ_old every {args.ratio} steps), {device}, "
+        f"{n} interleaved rounds"
+    )
+    for kind, rs in runs.items():
+        times = [s["train_time_s"] for s in rs]
+        print(
+            f"  native {kind:5s} median {statistics.median(times):6.2f} s "
+            f"(range {min(times):.2f}-{max(times):.2f}, total {sum(times):.1f} s)  "
+            f"{statistics.median(s['tokens_per_s'] for s in rs):9.0f} tokens/s  "
+            f"final loss {rs[-1]['final_loss']:.4f}"
+        )
+    for kind in ("psft", "dft"):
+        ratios = [
+            a["train_time_s"] / b["train_time_s"]
+            for a, b in zip(runs[kind], runs["sft"], strict=True)
+        ]
+        target = "  (target ≤ 1.30 at the median)" if kind == "psft" else ""
+        print(f"  {kind.upper()}/SFT time ratio {spread(ratios)}{target}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -125,7 +176,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8, help="sequences per optimizer step")
     ap.add_argument("--ratio", type=int, default=8, help="PSFT mini-batches per train batch")
     ap.add_argument("--micro", type=int, default=8, help="sequences per forward pass")
-    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--min-seconds", type=float, default=20.0, help="total run time per objective")
+    ap.add_argument("--min-repeats", type=int, default=5, help="at least this many rounds")
     ap.add_argument(
         "--threads",
         type=int,
@@ -148,36 +200,15 @@ def main() -> None:
         model = make_tiny_model(root / "model", size=args.size, seed=0)
         n_rows = max(args.steps * args.batch, args.batch * args.ratio) + args.batch * args.ratio
         data = write_data(root / "data.jsonl", n_rows)
-        best: dict[str, dict] = {}
-        for _ in range(args.repeats):
-            for kind in ("sft", "psft", "dft"):
-                s = run_native(
-                    kind, model, data, root, args.steps, args.batch, args.ratio, args.micro
-                )
-                if kind not in best or s["train_time_s"] < best[kind]["train_time_s"]:
-                    best[kind] = s
+        runs = interleaved_runs(args, model, data, root)
         device = "cuda" if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"
-        print(
-            f"model {args.size}, {args.steps} steps × {args.batch} sequences, micro {args.micro}, "
-            f"PSFT train batch {args.batch * args.ratio} (θ_old every {args.ratio} steps), {device}, "
-            f"best of {args.repeats}"
-        )
-        for kind, s in best.items():
-            print(
-                f"  native {kind:5s} {s['tokens_per_s']:9.0f} tokens/s  {s['train_time_s']:6.2f} s  final loss {s['final_loss']:.4f}"
-            )
-        ratio = best["psft"]["train_time_s"] / best["sft"]["train_time_s"]
-        print(
-            f"  PSFT/SFT time ratio {ratio:.3f}  (target ≤ 1.30: {'ok' if ratio <= 1.30 else 'MISSED'})"
-        )
-        print(
-            f"  DFT/SFT  time ratio {best['dft']['train_time_s'] / best['sft']['train_time_s']:.3f}"
-        )
+        report(args, runs, device)
         if not args.no_trl:
+            sft_tps = statistics.median(s["tokens_per_s"] for s in runs["sft"])
             t = run_trl(model, data, root, args.steps, args.batch)
             print(
                 f"  TRL SFTTrainer  {t['tokens_per_s']:9.0f} tokens/s  {t['train_time_s']:6.2f} s  "
-                f"(native SFT / TRL = {best['sft']['tokens_per_s'] / t['tokens_per_s']:.2f}×)"
+                f"(native SFT / TRL = {sft_tps / t['tokens_per_s']:.2f}×)"
             )
 
 
