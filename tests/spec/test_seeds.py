@@ -18,8 +18,8 @@ seeds: [1, 2, 3]
 models:
   m: {toy: micro}
 datasets:
-  d: {toy: math_sft, n: 16}
-  p: {toy: preference, n: 8}
+  d: {toy: math_sft, n: 512}
+  p: {toy: preference, n: 64}
   b: {toy: math_bench, n: 8}
 methods:
   SFT: {kind: sft}
