@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from psft_orchestrator import __version__
-from psft_orchestrator.contract import InputRef, Job
+from psft_orchestrator.contract import InputRef, Job, Manifest, ParentRef
 from psft_orchestrator.plan.fingerprint import backend_version
 from psft_orchestrator.plan.planner import Node, Plan
 
@@ -402,43 +402,45 @@ class RunContext:
             )  # a lost Ray worker may not happen again; a bug or bad config will
             raise NodeFailed(f"{what}\n--- last lines of {flog} ---\n{tail}", str(flog), retry)
         summary = _read_json(tmp / "summary.json")
-        manifest = {
-            "node_id": node.id,
-            "stage": node.stage,
-            "kind": node.kind,
-            "backend": node.backend,
-            "fingerprint": node.fingerprint,
-            "run_id": self.run_id,
-            "spec_name": self.plan.pipeline.name,
-            "spec_path": str(self.plan.spec_path),
-            "labels": node.labels,
-            "config": node.config,
-            "parents": [
-                {"slot": s, "node_id": p.id, "fingerprint": p.fingerprint}
+        manifest = self._manifest(node, job, python, t0, started, attempt)
+        store.finalize(tmp, node.artifact_dir(self.ws), manifest.model_dump(mode="json"))
+        _remove_tree(Path(job.checkpoint_dir))
+        return summary
+
+    def _manifest(
+        self, node: Node, job: Job, python: str, t0: str, started: float, attempt: int
+    ) -> Manifest:
+        return Manifest(
+            node_id=node.id,
+            stage=node.stage,
+            kind=node.kind,
+            backend=node.backend,
+            fingerprint=node.fingerprint,
+            run_id=self.run_id,
+            spec_name=self.plan.pipeline.name,
+            spec_path=str(self.plan.spec_path),
+            labels=node.labels,
+            config=job.config,
+            parents=[
+                ParentRef(slot=s, node_id=p.id, fingerprint=p.fingerprint)
                 for s, p in node.parents.items()
             ],
-            "inputs": {
-                s: (r.model_dump() if not isinstance(r, list) else [x.model_dump() for x in r])
-                for s, r in job.inputs.items()
-            },
-            "input_hashes": node.input_hashes,
-            "output_type": node.output_type,
-            "versions": {
+            inputs=job.inputs,
+            input_hashes=node.input_hashes,
+            output_type=node.output_type,
+            versions={
                 "psft_orchestrator": __version__,
                 "python": sys.version.split()[0],
                 "backend": backend_version(node.backend),
                 "interpreter": python,
             },
-            "host": store.host(),
-            "started_at": t0,
-            "ended_at": store.now_iso(),
-            "duration_s": round(time.time() - started, 3),
-            "status": "success",
-            "attempt": attempt,
-        }
-        store.finalize(tmp, node.artifact_dir(self.ws), manifest)
-        _remove_tree(Path(job.checkpoint_dir))
-        return summary
+            host=store.host(),
+            started_at=t0,
+            ended_at=store.now_iso(),
+            duration_s=round(time.time() - started, 3),
+            status="success",
+            attempt=attempt,
+        )
 
     def _job(self, node: Node, tmp: Path) -> Job:
         inputs: dict[str, InputRef | list[InputRef]] = {}

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from psft_orchestrator.contract import Manifest
+
 from .conftest import SMALL, psft_run, run_cmd
 
 pytestmark = pytest.mark.slow
@@ -41,6 +43,7 @@ def test_run_then_cached_rerun(tmp_path: Path, fake_env):
     found = manifests(ws)
     assert sorted(found) == sorted(NODES)
     for node_id, m in found.items():
+        Manifest.model_validate(m)  # what the run layer wrote is what ingest will read
         d = ws / "artifacts" / m["stage"] / m["fingerprint"][:16]
         assert (
             (d / "_SUCCESS").exists()
