@@ -32,6 +32,11 @@ EXIT_OK = 0
 EXIT_DETERMINISTIC = 3  # the same failure would happen again: the run layer does not retry it
 EXIT_RETRYABLE = 1  # anything else: may be retried
 
+# A node's status in the run record and the index. `upstream_failed`: not run, because a node
+# it consumes failed (or did not run either).
+NodeStatus = Literal["success", "cached", "failed", "upstream_failed"]
+NODE_STATUSES: tuple[NodeStatus, ...] = ("success", "cached", "failed", "upstream_failed")
+
 ArtifactType = Literal["model", "dataset", "preference", "prompts", "corpus", "benchmark", "eval"]
 
 # PSFT's clipped-token record (the paper's Fig. 8), next to metrics.jsonl: one row per interval,
