@@ -28,7 +28,10 @@ from psft_orchestrator.results import store
 from psft_orchestrator.results.ingest import find_node_dirs, ingest_node, reindex
 from psft_orchestrator.results.render import render
 from psft_orchestrator.results.tables import compute_table, load_definitions, tables_dirs
-from psft_orchestrator.results.testing import write_node
+
+# The synthetic node writer is test support, kept with the tests it serves.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "results"))
+from synthetic_nodes import write_node
 
 # spec name -> (model, methods, benchmarks) so that every shipped table has rows
 WORLDS = {

@@ -26,11 +26,16 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 EXIT_OK = 0
 EXIT_DETERMINISTIC = 3  # the same failure would happen again: the run layer does not retry it
 EXIT_RETRYABLE = 1  # anything else: may be retried
+
+# A node's status in the run record and the index. `upstream_failed`: not run, because a node
+# it consumes failed (or did not run either).
+NodeStatus = Literal["success", "cached", "failed", "upstream_failed"]
+NODE_STATUSES: tuple[NodeStatus, ...] = ("success", "cached", "failed", "upstream_failed")
 
 ArtifactType = Literal["model", "dataset", "preference", "prompts", "corpus", "benchmark", "eval"]
 
@@ -101,6 +106,50 @@ class Job(BaseModel):
     @classmethod
     def load(cls, path: Path) -> Job:
         return cls.model_validate(json.loads(Path(path).read_text()))
+
+
+class ParentRef(BaseModel):
+    """A node this one consumed: the input slot it fills and the producing node's identity."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    slot: str
+    node_id: str
+    fingerprint: str = Field(min_length=1)
+
+
+class Manifest(BaseModel):
+    """`manifest.json`: written by the run layer once a node succeeded, read by results ingest.
+
+    Every field is required and no other is allowed, so the writer and the reader cannot drift
+    apart silently: a manifest that does not validate is an error, never a row of None.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    node_id: str = Field(min_length=1)
+    stage: str = Field(min_length=1)
+    kind: str
+    backend: str
+    fingerprint: str = Field(min_length=1)
+    run_id: str
+    spec_name: str
+    spec_path: str
+    labels: dict[str, Any] = Field(description="Matrix coordinates: method, model, seed...")
+    config: dict[str, Any] = Field(description="The stage's resolved fields, as in job.json.")
+    parents: list[ParentRef]
+    inputs: dict[str, InputRef | list[InputRef]]
+    input_hashes: dict[str, str | list[str]] = Field(
+        description="Input slot -> content hash(es) of declared (non-produced) inputs."
+    )
+    output_type: ArtifactType
+    versions: dict[str, str] = Field(description="psft_orchestrator, python, backend, ...")
+    host: str
+    started_at: AwareDatetime
+    ended_at: AwareDatetime
+    duration_s: float = Field(ge=0)
+    status: Literal["success"] = Field(description="Written only when the node succeeded.")
+    attempt: int = Field(ge=1)
 
 
 class ScoreRow(BaseModel):

@@ -6,7 +6,8 @@ artifact type, summary — derived deterministically from the fingerprint, so th
 the artifact store and the results index can be tested in seconds.
 
 Knobs (environment): PSFT_FAKE_SLEEP (seconds per node), PSFT_FAKE_FAIL (substring of node
-ids that fail with a deterministic error), PSFT_FAKE_STEPS (metric rows, default 5),
+ids that fail with a deterministic error), PSFT_FAKE_FLAKY (substring of node ids that fail with
+a non-deterministic error, which the run layer retries once), PSFT_FAKE_STEPS (metric rows, default 5),
 PSFT_FAKE_KILL_WORKER (a file path: if it does not exist yet, create it and SIGKILL the Ray
 worker that started this process: an infrastructure failure, which the run layer retries).
 """
@@ -28,6 +29,9 @@ def run(job: Job) -> dict[str, Any]:
     fail = os.environ.get("PSFT_FAKE_FAIL")
     if fail and fail in job.node_id:
         raise ValueError(f"fake failure requested for {job.node_id} (PSFT_FAKE_FAIL={fail})")
+    flaky = os.environ.get("PSFT_FAKE_FLAKY")
+    if flaky and flaky in job.node_id:
+        raise RuntimeError(f"fake flaky failure for {job.node_id} (PSFT_FAKE_FLAKY={flaky})")
     marker = os.environ.get("PSFT_FAKE_KILL_WORKER")
     if marker and _claim(Path(marker), job.node_id):  # exactly one node, once
         os.kill(os.getppid(), signal.SIGKILL)  # the Ray worker; we die with it (PDEATHSIG)

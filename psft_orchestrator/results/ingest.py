@@ -20,7 +20,7 @@ import math
 import os
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +29,8 @@ from .store import NODE_TABLES, ResultsError, UsageError, connect, create_schema
 if TYPE_CHECKING:
     import duckdb
     import pyarrow as pa
+
+    from psft_orchestrator.contract import Manifest
 
 EXTERNAL_DIR = "external"
 SOURCE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -117,48 +119,33 @@ def ingest_nodes(con: duckdb.DuckDBPyConnection, node_dirs: list[Path]) -> list[
 
 
 def _read_node(node_dir: Path) -> NodeFiles:
-    manifest_path = node_dir / "manifest.json"
-    m = _read_json(manifest_path, what="node manifest")
-    if not isinstance(m, dict):
-        raise ResultsError(f"{manifest_path}: expected a JSON object")
-    missing = [k for k in ("fingerprint", "node_id", "stage") if not m.get(k)]
-    if missing:
-        raise ResultsError(
-            f"{manifest_path}: missing {', '.join(missing)} (see docs/architecture.md)"
-        )
-    fp = str(m["fingerprint"])
-    labels = m.get("labels") or {}
-    if not isinstance(labels, dict):
-        raise ResultsError(
-            f"{manifest_path}: labels must be an object, got {type(labels).__name__}"
-        )
+    m = read_manifest(node_dir / "manifest.json")
+    fp = m.fingerprint
+    labels = m.labels
     node = {
         "fingerprint": fp,
-        "run_id": m.get("run_id"),
-        "spec_name": m.get("spec_name"),
-        "stage": m.get("stage"),
-        "node_id": m.get("node_id"),
-        "kind": m.get("kind"),
+        "run_id": m.run_id,
+        "spec_name": m.spec_name,
+        "stage": m.stage,
+        "node_id": m.node_id,
+        "kind": m.kind,
         "method": _text(labels.get("method")),
         "model": _text(labels.get("model")),
-        "backend": m.get("backend"),
+        "backend": m.backend,
         "seed": _int(labels.get("seed")),
-        "status": m.get("status"),
-        "started_at": _time(m.get("started_at")),
-        "ended_at": _time(m.get("ended_at")),
-        "duration_s": _float(m.get("duration_s")),
-        "output_type": m.get("output_type"),
-        "host": m.get("host"),
-        "attempt": _int(m.get("attempt")),
-        "config": _dumps(m.get("config") or {}),
+        "status": m.status,
+        "started_at": m.started_at.astimezone(UTC),
+        "ended_at": m.ended_at.astimezone(UTC),
+        "duration_s": m.duration_s,
+        "output_type": m.output_type,
+        "host": m.host,
+        "attempt": m.attempt,
+        "config": _dumps(m.config),
         "labels": _dumps(labels),
-        "versions": _dumps(m.get("versions") or {}),
+        "versions": _dumps(m.versions),
         "artifact_path": str(node_dir.resolve()),
     }
-    parents = []
-    for p in m.get("parents") or []:
-        if isinstance(p, dict) and p.get("fingerprint"):
-            parents.append((str(p["fingerprint"]), str(p.get("node_id") or "")))
+    parents = [(p.fingerprint, p.node_id) for p in m.parents]
     scores_path = node_dir / "outputs" / "scores.json"
     scores = _read_scores(scores_path, fp) if scores_path.exists() else []
     metrics_path = node_dir / "metrics.jsonl"
@@ -169,6 +156,33 @@ def _read_node(node_dir: Path) -> NodeFiles:
         scores=scores,
         metrics_path=metrics_path.resolve() if metrics_path.exists() else None,
     )
+
+
+def read_manifest(path: Path) -> Manifest:
+    """The node's manifest, validated: a missing or mistyped field is an error naming it."""
+    from pydantic import ValidationError
+
+    from psft_orchestrator.contract import Manifest
+
+    raw = _read_json(path, what="node manifest")
+    if not isinstance(raw, dict):
+        raise ResultsError(f"{path}: expected a JSON object")
+    try:
+        return Manifest.model_validate(raw)
+    except ValidationError as e:
+        problems = "; ".join(_field_problem(err) for err in e.errors())
+        raise ResultsError(
+            f"{path}: not a valid manifest (contract.Manifest): {problems}"
+        ) from None
+
+
+def _field_problem(err: Any) -> str:
+    where = ".".join(str(x) for x in err["loc"])
+    if err["type"] == "missing":
+        return f"missing required field {where!r}"
+    if err["type"] == "extra_forbidden":
+        return f"unknown field {where!r}"
+    return f"{where}: {err['msg']}"
 
 
 def _read_scores(path: Path, fp: str) -> list[dict[str, Any]]:
@@ -634,7 +648,5 @@ def _time(value: Any) -> datetime | None:
     except ValueError:
         return None
     if t.tzinfo is None:
-        from datetime import UTC
-
         t = t.replace(tzinfo=UTC)
     return t

@@ -48,7 +48,7 @@ CREATE TABLE IF NOT EXISTS run_nodes (
     node_id     VARCHAR,
     stage       VARCHAR,
     fingerprint VARCHAR,
-    status      VARCHAR,          -- success | cached | failed | skipped
+    status      VARCHAR,          -- contract.NODE_STATUSES
     cached      BOOLEAN,
     duration_s  DOUBLE,
     error       VARCHAR,

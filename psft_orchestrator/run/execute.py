@@ -28,7 +28,15 @@ from pathlib import Path
 from typing import Any
 
 from psft_orchestrator import __version__
-from psft_orchestrator.contract import InputRef, Job
+from psft_orchestrator.contract import (
+    EXIT_DETERMINISTIC,
+    NODE_STATUSES,
+    InputRef,
+    Job,
+    Manifest,
+    NodeStatus,
+    ParentRef,
+)
 from psft_orchestrator.plan.fingerprint import backend_version
 from psft_orchestrator.plan.planner import Node, Plan
 
@@ -36,9 +44,9 @@ from . import store
 from .inputs import MissingInput, materialize_toy, resolve_hub
 from .lock import WorkspaceBusy, workspace_lock
 
-RETRIES_INFRA = (
-    1  # extra attempts after a crash that may not happen again (Ray worker lost, signal)
-)
+# Extra attempts after a failure that may not happen again: the worker exited with anything but
+# EXIT_DETERMINISTIC, or Ray lost the worker (node died, OOM-killed, signal).
+RETRIES = 1
 
 
 @dataclass
@@ -46,7 +54,7 @@ class NodeResult:
     node_id: str
     stage: str
     fingerprint: str
-    status: str  # success | cached | failed | skipped
+    status: NodeStatus
     duration_s: float = 0.0
     backend_s: float | None = None
     error: str = ""
@@ -134,7 +142,9 @@ def _schedule(
             for parent in node.parents.values():
                 done[parent.id].wait()
             bad = [
-                p.id for p in node.parents.values() if results[p.id].status in ("failed", "skipped")
+                p.id
+                for p in node.parents.values()
+                if results[p.id].status in ("failed", "upstream_failed")
             ]
             if bad:
                 results[node.id] = (skip or ctx.skip)(node, f"upstream failed: {', '.join(bad)}")
@@ -172,8 +182,8 @@ def _run_prefect(ctx: RunContext) -> dict[str, NodeResult]:
             )
         if result.status == "success":
             return Completed(message=json.dumps(result.summary)[:500], data=None)
-        if result.status == "skipped":
-            return Cancelled(name="Skipped", message=result.error)
+        if result.status == "upstream_failed":
+            return Cancelled(name="UpstreamFailed", message=result.error)
         return Failed(message=f"{result.error}\nlog: {result.log}")
 
     def node_task(node: Node, run: Callable[[], NodeResult] | None = None) -> NodeResult:
@@ -321,7 +331,7 @@ class RunContext:
 
     def skip(self, node: Node, why: str) -> NodeResult:
         self.say(f"[skip] {node.id}: {why}")
-        return NodeResult(node.id, node.stage, node.fingerprint, "skipped", error=why)
+        return NodeResult(node.id, node.stage, node.fingerprint, "upstream_failed", error=why)
 
     def execute(self, node: Node) -> NodeResult:
         # Two nodes of one plan can share a fingerprint (same config and inputs, e.g. two model
@@ -334,7 +344,7 @@ class RunContext:
             return self.cached(node)
         start = time.time()
         attempts, error, log = 0, "", ""
-        while attempts <= RETRIES_INFRA:
+        while attempts <= RETRIES:
             attempts += 1
             self.say(
                 f"[run ] {node.id} ({node.kind}/{node.backend}){' retry' if attempts > 1 else ''}"
@@ -397,48 +407,49 @@ class RunContext:
                 f"{err['type']}: {err['message']}" if err else f"worker exited with status {rc}"
             )
             tail = _tail(flog, 15)
-            retry = (
-                infra_error is not None
-            )  # a lost Ray worker may not happen again; a bug or bad config will
+            # The worker's exit code decides; a lost Ray worker (no exit code) may not recur.
+            retry = infra_error is not None or rc != EXIT_DETERMINISTIC
             raise NodeFailed(f"{what}\n--- last lines of {flog} ---\n{tail}", str(flog), retry)
         summary = _read_json(tmp / "summary.json")
-        manifest = {
-            "node_id": node.id,
-            "stage": node.stage,
-            "kind": node.kind,
-            "backend": node.backend,
-            "fingerprint": node.fingerprint,
-            "run_id": self.run_id,
-            "spec_name": self.plan.pipeline.name,
-            "spec_path": str(self.plan.spec_path),
-            "labels": node.labels,
-            "config": node.config,
-            "parents": [
-                {"slot": s, "node_id": p.id, "fingerprint": p.fingerprint}
+        manifest = self._manifest(node, job, python, t0, started, attempt)
+        store.finalize(tmp, node.artifact_dir(self.ws), manifest.model_dump(mode="json"))
+        _remove_tree(Path(job.checkpoint_dir))
+        return summary
+
+    def _manifest(
+        self, node: Node, job: Job, python: str, t0: str, started: float, attempt: int
+    ) -> Manifest:
+        return Manifest(
+            node_id=node.id,
+            stage=node.stage,
+            kind=node.kind,
+            backend=node.backend,
+            fingerprint=node.fingerprint,
+            run_id=self.run_id,
+            spec_name=self.plan.pipeline.name,
+            spec_path=str(self.plan.spec_path),
+            labels=node.labels,
+            config=job.config,
+            parents=[
+                ParentRef(slot=s, node_id=p.id, fingerprint=p.fingerprint)
                 for s, p in node.parents.items()
             ],
-            "inputs": {
-                s: (r.model_dump() if not isinstance(r, list) else [x.model_dump() for x in r])
-                for s, r in job.inputs.items()
-            },
-            "input_hashes": node.input_hashes,
-            "output_type": node.output_type,
-            "versions": {
+            inputs=job.inputs,
+            input_hashes=node.input_hashes,
+            output_type=node.output_type,
+            versions={
                 "psft_orchestrator": __version__,
                 "python": sys.version.split()[0],
                 "backend": backend_version(node.backend),
                 "interpreter": python,
             },
-            "host": store.host(),
-            "started_at": t0,
-            "ended_at": store.now_iso(),
-            "duration_s": round(time.time() - started, 3),
-            "status": "success",
-            "attempt": attempt,
-        }
-        store.finalize(tmp, node.artifact_dir(self.ws), manifest)
-        _remove_tree(Path(job.checkpoint_dir))
-        return summary
+            host=store.host(),
+            started_at=t0,
+            ended_at=store.now_iso(),
+            duration_s=round(time.time() - started, 3),
+            status="success",
+            attempt=attempt,
+        )
 
     def _job(self, node: Node, tmp: Path) -> Job:
         inputs: dict[str, InputRef | list[InputRef]] = {}
@@ -593,11 +604,11 @@ KEY_METRICS = (
 )
 
 
+STATUS_WIDTH = max(len(s) for s in NODE_STATUSES)
+
+
 def _print_summary(plan: Plan, results: dict[str, NodeResult], seconds: float) -> None:
-    counts = {
-        s: sum(r.status == s for r in results.values())
-        for s in ("success", "cached", "failed", "skipped")
-    }
+    counts = {s: sum(r.status == s for r in results.values()) for s in NODE_STATUSES}
     print(
         f"\nrun summary ({seconds:.1f}s): " + ", ".join(f"{v} {k}" for k, v in counts.items() if v)
     )
@@ -605,7 +616,7 @@ def _print_summary(plan: Plan, results: dict[str, NodeResult], seconds: float) -
     for r in results.values():
         metrics = "  ".join(f"{k}={_fmt(r.summary[k])}" for k in KEY_METRICS if k in r.summary)
         dur = f"{r.duration_s:6.1f}s" if r.status == "success" else "       "
-        print(f"  {r.node_id.ljust(width)}  {r.status:8} {dur}  {metrics}")
+        print(f"  {r.node_id.ljust(width)}  {r.status:{STATUS_WIDTH}} {dur}  {metrics}")
     for r in results.values():
         if r.status == "failed":
             print(f"\nFAILED {r.node_id}: {r.error}\n  log: {r.log}")

@@ -79,8 +79,12 @@ def finalize(tmp: Path, final: Path, manifest: dict[str, Any]) -> bool:
 
 
 def keep_failed(workspace: Path, tmp: Path, stage: str, fp16: str) -> Path:
-    dest = workspace / "artifacts" / ".failed" / f"{stage}-{fp16}-{time.strftime('%Y%m%dT%H%M%S')}"
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    base = workspace / "artifacts" / ".failed" / f"{stage}-{fp16}-{time.strftime('%Y%m%dT%H%M%S')}"
+    base.parent.mkdir(parents=True, exist_ok=True)
+    dest, n = base, 1
+    while dest.exists():  # a retried attempt that failed within the same second
+        n += 1
+        dest = base.with_name(f"{base.name}.{n}")
     os.rename(tmp, dest)
     return dest
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from psft_orchestrator.results.testing import toy_workspace
+from synthetic_nodes import toy_workspace
 
 
 @pytest.fixture()

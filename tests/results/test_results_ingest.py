@@ -3,6 +3,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from synthetic_nodes import write_node
+
 from psft_orchestrator.results import store
 from psft_orchestrator.results.ingest import find_node_dirs, ingest_node, ingest_run_record, reindex
 from psft_orchestrator.results.render import render
@@ -83,8 +85,6 @@ def test_reindex_gives_identical_tables(workspace: Path) -> None:
 
 
 def test_non_numeric_and_broken_metrics(tmp_path: Path) -> None:
-    from psft_orchestrator.results.testing import write_node
-
     _, d = write_node(
         tmp_path,
         stage="train",
@@ -143,3 +143,27 @@ def test_node_dir_copy_elsewhere_is_ignored_unless_finished(workspace: Path) -> 
     tmp = workspace / "artifacts" / ".tmp" / "x"
     shutil.copytree(find_node_dirs(workspace)[0], tmp)
     assert all(".tmp" not in str(d) for d in find_node_dirs(workspace))
+
+
+def test_manifest_missing_a_required_field_is_rejected(tmp_path: Path) -> None:
+    import json
+
+    import pytest
+
+    from psft_orchestrator.results.store import ResultsError
+
+    _, good = write_node(tmp_path, stage="train", kind="sft", labels={"method": "SFT"})
+    _, bad = write_node(tmp_path, stage="eval", kind="eval", labels={"method": "SFT"})
+    manifest = json.loads((bad / "manifest.json").read_text())
+    run_id = manifest.pop("run_id")
+    manifest["surprise"] = 1
+    (bad / "manifest.json").write_text(json.dumps(manifest))
+    with store.writer(tmp_path) as con:
+        with pytest.raises(ResultsError) as e:
+            ingest_node(con, bad)
+        msg = str(e.value)
+        assert str(bad / "manifest.json") in msg
+        assert "missing required field 'run_id'" in msg and "unknown field 'surprise'" in msg
+        assert con.execute("SELECT count(*) FROM nodes").fetchall()[0][0] == 0  # nothing written
+        ingest_node(con, good)
+        assert con.execute("SELECT run_id FROM nodes").fetchall() == [(run_id,)]

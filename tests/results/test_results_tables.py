@@ -8,6 +8,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 import pytest
+from synthetic_nodes import BENCHES, SEEDS, score_of
 
 from psft_orchestrator.cli.results import main
 from psft_orchestrator.results import store
@@ -21,7 +22,6 @@ from psft_orchestrator.results.tables import (
     publish_tables,
     tables_dirs,
 )
-from psft_orchestrator.results.testing import BENCHES, SEEDS, score_of
 
 # The paper's reported numbers, as the project keeps them (copied from shared/reference).
 PAPER_CSV = Path(__file__).resolve().parents[2] / "results" / "paper_results.csv"

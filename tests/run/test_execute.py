@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from psft_orchestrator.contract import Manifest
+
 from .conftest import SMALL, psft_run, run_cmd
 
 pytestmark = pytest.mark.slow
@@ -41,6 +43,7 @@ def test_run_then_cached_rerun(tmp_path: Path, fake_env):
     found = manifests(ws)
     assert sorted(found) == sorted(NODES)
     for node_id, m in found.items():
+        Manifest.model_validate(m)  # what the run layer wrote is what ingest will read
         d = ws / "artifacts" / m["stage"] / m["fingerprint"][:16]
         assert (
             (d / "_SUCCESS").exists()
@@ -78,11 +81,35 @@ def test_failure_skips_downstream_and_independent_branch_finishes(tmp_path: Path
         "train[method=SFT]": "success",
         "train[method=PSFT]": "failed",
         "eval[method=SFT]": "success",
-        "eval[method=PSFT]": "skipped",
+        "eval[method=PSFT]": "upstream_failed",
     }
     assert list((ws / "artifacts" / ".failed").glob("train-*/logs/stage.log"))
     # The failure was deterministic, so it was tried once.
     assert proc.stdout.count("[run ] train[method=PSFT]") == 1
+
+
+def test_exit_code_decides_retry(tmp_path: Path, fake_env):
+    """Exit 3 (deterministic) is tried once; any other exit code is retried once (real Ray)."""
+    ws = tmp_path / "ws"
+    env = {
+        **fake_env,
+        "PSFT_FAKE_FAIL": "train[method=PSFT]",
+        "PSFT_FAKE_FLAKY": "train[method=SFT]",
+    }
+    proc = psft_run(str(SMALL), "--workspace", str(ws), "--no-prefect", env=env)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert proc.stdout.count("[run ] train[method=PSFT]") == 1
+    assert proc.stdout.count("[run ] train[method=SFT]") == 2
+    assert "RuntimeError: fake flaky failure" in proc.stdout
+    attempts = sorted(p.name.split("-")[0] for p in (ws / "artifacts" / ".failed").iterdir())
+    assert attempts == ["train", "train", "train"]  # each attempt's directory is kept
+    record = json.loads(next((ws / "runs").glob("*.json")).read_text())
+    assert {n["node_id"]: n["status"] for n in record["nodes"]} == {
+        "train[method=SFT]": "failed",
+        "train[method=PSFT]": "failed",
+        "eval[method=SFT]": "upstream_failed",
+        "eval[method=PSFT]": "upstream_failed",
+    }
 
 
 def test_force_reruns_node_and_downstream(tmp_path: Path, fake_env):
@@ -202,7 +229,7 @@ def test_prefect_flow_and_task_states(tmp_path: Path, monkeypatch):
         "train[method=SFT]": "Completed",
         "train[method=PSFT]": "Failed",
         "eval[method=SFT]": "Completed",
-        "eval[method=PSFT]": "Skipped",
+        "eval[method=PSFT]": "UpstreamFailed",
     }
 
 

@@ -1,7 +1,8 @@
 """Write synthetic node directories and run records, exactly as the run layer lays them out.
 
 Used by tests/results and benchmarks/results.py; handy for trying a new table definition
-without running anything:
+without running anything. The manifest goes through `contract.Manifest`, the same model the run
+layer writes and ingest reads, so it cannot drift from theirs:
 
     write_node(ws, stage="eval", kind="eval", labels={"method": "PSFT", "model": "toy", "seed": 1},
                scores=[{"suite": "math", "benchmark": "toy_math", "metric": "avg@4", "value": 41.0}])
@@ -13,6 +14,8 @@ import hashlib
 import json
 from pathlib import Path
 from typing import Any
+
+from psft_orchestrator.contract import Manifest, ParentRef
 
 
 def fingerprint_of(*parts: Any) -> str:
@@ -44,29 +47,32 @@ def write_node(
     fp = fingerprint or fingerprint_of(spec_name, node_id, config, parents)
     node_dir = Path(workspace) / "artifacts" / stage / fp[:16]
     (node_dir / "outputs").mkdir(parents=True, exist_ok=True)
-    manifest = {
-        "node_id": node_id,
-        "stage": stage,
-        "kind": kind,
-        "backend": backend,
-        "fingerprint": fp,
-        "run_id": run_id,
-        "spec_name": spec_name,
-        "spec_path": f"specs/{spec_name}.yaml",
-        "labels": labels,
-        "config": config or {},
-        "parents": [{"node_id": nid, "fingerprint": pfp} for pfp, nid in parents or []],
-        "inputs": {},
-        "output_type": "eval" if kind == "eval" else "model",
-        "versions": {"psft_orchestrator": "0.1.0", "python": "3.11.7", "backend": f"{backend}-1"},
-        "host": "testhost",
-        "started_at": "2026-11-22T13:15:00+00:00",
-        "ended_at": "2026-11-22T13:16:00+00:00",
-        "duration_s": 60.0,
-        "status": "success",
-        "attempt": 1,
-    }
-    (node_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    manifest = Manifest(
+        node_id=node_id,
+        stage=stage,
+        kind=kind,
+        backend=backend,
+        fingerprint=fp,
+        run_id=run_id,
+        spec_name=spec_name,
+        spec_path=f"specs/{spec_name}.yaml",
+        labels=labels,
+        config=config or {},
+        parents=[
+            ParentRef(slot="model", node_id=nid, fingerprint=pfp) for pfp, nid in parents or []
+        ],
+        inputs={},
+        input_hashes={},
+        output_type="eval" if kind == "eval" else "model",
+        versions={"psft_orchestrator": "0.1.0", "python": "3.11.7", "backend": f"{backend}-1"},
+        host="testhost",
+        started_at="2026-11-22T13:15:00+00:00",
+        ended_at="2026-11-22T13:16:00+00:00",
+        duration_s=60.0,
+        status="success",
+        attempt=1,
+    )
+    (node_dir / "manifest.json").write_text(manifest.model_dump_json(indent=2))
     if metrics is not None:
         with (node_dir / "metrics.jsonl").open("w") as f:
             for row in metrics:
