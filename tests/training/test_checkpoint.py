@@ -189,3 +189,20 @@ def test_grpo_resumes_bit_identically(micro_model, tmp_path):
         save_every=2, seed=1, dynamic_sampling=False,
     )  # fmt: skip
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
+
+
+def test_a_resume_with_no_step_left_keeps_every_metric_row(micro_model, reverse_data, tmp_path):
+    """Killed after the last step's checkpoint, before the node was committed: the next attempt
+    (a fresh node directory) has nothing to train and still ends with all rows (issue 16)."""
+    cfg = SFTConfig(lr=3e-3, seed=7, train_batch_size=8, micro_batch_size=8, max_steps=3)
+    ckpt = tmp_path / "ckpt"
+    first = train("sft", cfg, micro_model, reverse_data, tmp_path / "a" / "out", ckpt,
+                  tmp_path / "a" / "metrics.jsonl")  # fmt: skip
+    again = train("sft", cfg, micro_model, reverse_data, tmp_path / "b" / "out", ckpt,
+                  tmp_path / "b" / "metrics.jsonl")  # fmt: skip
+    assert again["resumed_from"] == "step_00000003" and again["final_loss"] == first["final_loss"]
+    a = (tmp_path / "a" / "metrics.jsonl").read_text()
+    assert (tmp_path / "b" / "metrics.jsonl").read_text() == a and _steps(
+        tmp_path / "a" / "metrics.jsonl"
+    ) == [1, 2, 3]
+    _same_weights(tmp_path / "a" / "out", tmp_path / "b" / "out")
