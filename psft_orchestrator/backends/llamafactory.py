@@ -13,7 +13,7 @@ render → launch → collect:
    `log_history` becomes our `metrics.jsonl` under our names (`METRIC_NAMES`).
 
 Choices that make this backend agree with the native one (`training.dpo`, cross-checked in
-tests/rl):
+tests/training):
 - No `template:` key. LLaMA-Factory then parses the model's own chat template, which reproduces the
   tokenizer's rendering token for token (tested). The registered `default` template is NOT the
   model's template: it is "Human: … Assistant:" and it rewrites the saved tokenizer's chat

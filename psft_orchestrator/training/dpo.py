@@ -18,8 +18,6 @@ Response tokens follow `training.data.encode_chat`: the assistant content and it
 from __future__ import annotations
 
 import math
-import random
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -27,21 +25,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from psft_orchestrator.contract import Job, MetricsWriter, config_for, write_progress
-from psft_orchestrator.training import checkpoint
+from psft_orchestrator.contract import Job, config_for
 from psft_orchestrator.training import losses as L
 from psft_orchestrator.training.config import DPOConfig
 from psft_orchestrator.training.data import Example, collate, encode_chat
-from psft_orchestrator.training.loop import (
-    NonFiniteLossError,
-    _amp_dtype,
-    _checkpoint_dtype,
-    _freeze,
-    _load_model,
-    latest_checkpoint,
-    save_model_dir,
-)
-from psft_orchestrator.training.optim import build_optimizer, build_scheduler
+from psft_orchestrator.training.recipe import Runtime, Trainer, load_tokenizer
 
 # ----------------------------------------------------------------------------- the loss
 
@@ -88,6 +76,21 @@ def dpo_loss(
 def sequence_logps(logp: Tensor, mask: Tensor) -> Tensor:
     """Σ_t m_t logp_t per row: `[B, T]` token log-probs → `[B]` sequence log-probs."""
     return (logp * mask.to(logp.dtype)).sum(-1)
+
+
+def pair_logps(
+    model: torch.nn.Module, micro: list[tuple[Example, Example]], pad_id: int, rt: Runtime
+) -> tuple[Tensor, Tensor]:
+    """Chosen and rejected sequence log-probs of a micro-batch of pairs in one forward pass."""
+    batch = collate([c for c, _ in micro] + [r for _, r in micro], pad_id)
+    with rt.autocast():
+        logits = model(
+            input_ids=batch["input_ids"].to(rt.device),
+            attention_mask=batch["attention_mask"].to(rt.device),
+        ).logits
+    logp = L.token_logprobs(logits[:, :-1], batch["labels"].to(rt.device))
+    seq = sequence_logps(logp, batch["loss_mask"].to(rt.device))
+    return seq[: len(micro)], seq[len(micro) :]
 
 
 # ----------------------------------------------------------------------------- data
@@ -153,8 +156,6 @@ def encode_pairs(
 
 def run_dpo(job: Job) -> dict[str, Any]:
     """Native DPO on `job.input("model")` with the pairs of `job.input("data")`; see the module doc."""
-    from transformers import AutoTokenizer
-
     cfg: DPOConfig = config_for(job, DPOConfig)
     if cfg.finetuning_type != "full":
         raise ValueError(
@@ -165,94 +166,56 @@ def run_dpo(job: Job) -> dict[str, Any]:
             "DPO takes one optimizer step per train batch; leave mini_batch_size unset"
         )
     model_path = Path(job.input("model").path)
-    out_dir, checkpoint_dir = job.output_path(), Path(job.checkpoint_dir)
-    metrics_path = job.out / "metrics.jsonl"
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    amp = _amp_dtype(cfg.dtype, device)
-    autocast = (lambda: torch.autocast(device.type, dtype=amp)) if amp else nullcontext
-    random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
+    rt = Runtime.from_config(cfg)
 
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
-    pad_id = (
-        tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    )
+    # ---- data: pairs in file order, the remainder of an epoch is dropped
+    tokenizer, pad_id = load_tokenizer(model_path)
     pairs, data_stats = encode_pairs(
         tokenizer, read_pairs(job.input("data").path), cfg.max_length, cfg.truncation
     )
-    batches_per_epoch = len(pairs) // cfg.train_batch_size  # the remainder is dropped
+    batches_per_epoch = len(pairs) // cfg.train_batch_size
     if batches_per_epoch == 0:
         raise ValueError(
             f"{len(pairs)} usable pairs cannot fill one train batch of {cfg.train_batch_size}"
         )
     total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * batches_per_epoch))
 
-    ckpt = latest_checkpoint(checkpoint_dir)
-    model = _load_model(ckpt / "model" if ckpt else model_path, device)
-    _freeze(model, cfg.freeze)
-    model.train()
-    ref_model = _load_model(model_path, device).eval().requires_grad_(False)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = build_optimizer(model, cfg)
-    scheduler = build_scheduler(optimizer, cfg, total_steps)
-    step = checkpoint.resume(checkpoint_dir, "dpo", total_steps, optimizer, scheduler, metrics_path)
+    # ---- policy, frozen reference (the input model), optimizer, schedule, resume
+    run = Trainer("dpo", cfg, rt, model_path, tokenizer, Path(job.checkpoint_dir),
+                  [job.out / "metrics.jsonl"], total_steps, reference=True)  # fmt: skip
 
-    def seq_logps(
-        m: torch.nn.Module, micro: list[tuple[Example, Example]]
-    ) -> tuple[Tensor, Tensor]:
-        """Chosen and rejected sequence log-probs of a micro-batch in one forward pass."""
-        batch = collate([c for c, _ in micro] + [r for _, r in micro], pad_id)
-        with autocast():
-            logits = m(
-                input_ids=batch["input_ids"].to(device),
-                attention_mask=batch["attention_mask"].to(device),
-            ).logits
-        logp = L.token_logprobs(logits[:, :-1], batch["labels"].to(device))
-        seq = sequence_logps(logp, batch["loss_mask"].to(device))
-        return seq[: len(micro)], seq[len(micro) :]
+    n_pairs = cfg.train_batch_size
+    sums: dict[str, float] = {}  # pair-weighted metric means over the current step
 
-    def save_checkpoint() -> None:
-        checkpoint.save(checkpoint_dir, "dpo", step, total_steps, model, optimizer, scheduler)
+    def loss_of(i: int, micro: list[tuple[Example, Example]]) -> Tensor:
+        with torch.no_grad():
+            ref_c, ref_r = pair_logps(run.ref_model, micro, pad_id, rt)
+        pol_c, pol_r = pair_logps(run.model, micro, pad_id, rt)
+        loss, metrics = dpo_loss(pol_c, pol_r, ref_c, ref_r, cfg.beta, denom=n_pairs)
+        for k, v in metrics.items():
+            sums[k] = sums.get(k, 0.0) + float(v) * len(micro) / n_pairs
+        return loss
 
     last: dict[str, float] = {}
-    with MetricsWriter(metrics_path) as writer:
-        while step < total_steps:
-            b = step % batches_per_epoch
-            batch = pairs[b * cfg.train_batch_size : (b + 1) * cfg.train_batch_size]
-            optimizer.zero_grad(set_to_none=True)
-            loss_total, sums = 0.0, {}
-            for i in range(0, len(batch), cfg.micro_batch_size):
-                micro = batch[i : i + cfg.micro_batch_size]
-                with torch.no_grad():
-                    ref_c, ref_r = seq_logps(ref_model, micro)
-                pol_c, pol_r = seq_logps(model, micro)
-                loss, metrics = dpo_loss(pol_c, pol_r, ref_c, ref_r, cfg.beta, denom=len(batch))
-                if not torch.isfinite(loss):
-                    raise NonFiniteLossError(
-                        f"non-finite DPO loss ({loss.item()}) at step {step + 1}"
-                    )
-                loss.backward()
-                loss_total += loss.item()
-                for k, v in metrics.items():  # pair-weighted means over the step
-                    sums[k] = sums.get(k, 0.0) + float(v) * len(micro) / len(batch)
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            if not torch.isfinite(grad_norm):
-                raise NonFiniteLossError(f"non-finite gradient norm at step {step + 1}")
-            lr = scheduler.get_last_lr()[0]
-            optimizer.step()
-            scheduler.step()
-            step += 1
-            last = {"loss": loss_total, **sums, "grad_norm": float(grad_norm), "lr": lr}
-            if step % cfg.log_every == 0 or step == total_steps:
-                writer.log(step, **last, epoch=step / batches_per_epoch)
-                write_progress(job.out, step, total_steps)
-            if (cfg.save_every and step % cfg.save_every == 0) or step == total_steps:
-                save_checkpoint()
+    with run.metrics_writer() as writer:
+        while run.step < total_steps:
+            b = run.step % batches_per_epoch
+            batch = pairs[b * n_pairs : (b + 1) * n_pairs]
+            micros = [
+                batch[i : i + cfg.micro_batch_size]
+                for i in range(0, len(batch), cfg.micro_batch_size)
+            ]
+            sums.clear()
+            loss, grad_norm, lr = run.optimizer_step(micros, loss_of, "DPO loss")
+            run.step += 1
+            last = {"loss": loss, **sums, "grad_norm": grad_norm, "lr": lr}
+            run.log(writer, last, epoch=run.step / batches_per_epoch)
+            run.maybe_save()
 
-    save_model_dir(model, tokenizer, out_dir, _checkpoint_dtype(model_path))
+    run.finish(job.output_path())
     return {
         "backend": "native",
-        "steps": step,
+        "steps": run.step,
         "final_loss": last.get("loss"),
         "final_margin": last.get("rewards/margins"),
         "final_accuracy": last.get("rewards/accuracies"),

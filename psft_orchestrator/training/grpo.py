@@ -23,29 +23,18 @@ from __future__ import annotations
 
 import math
 import random
-from contextlib import nullcontext
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from psft_orchestrator.contract import Job, MetricsWriter, config_for, write_progress
-from psft_orchestrator.training import checkpoint
+from psft_orchestrator.contract import Job, config_for
 from psft_orchestrator.training import losses as L
 from psft_orchestrator.training.config import GRPOConfig
 from psft_orchestrator.training.data import Example, collate
-from psft_orchestrator.training.loop import (
-    NonFiniteLossError,
-    _amp_dtype,
-    _checkpoint_dtype,
-    _freeze,
-    _load_model,
-    _mini_denom,
-    latest_checkpoint,
-    save_model_dir,
-)
-from psft_orchestrator.training.optim import build_optimizer, build_scheduler
+from psft_orchestrator.training.recipe import Runtime, Trainer, load_tokenizer
 
 # ----------------------------------------------------------------------------- pure functions
 
@@ -247,213 +236,199 @@ def rollout(
 
 # ----------------------------------------------------------------------------- the loop
 
+MiniBatch = tuple[list[tuple[dict[str, Tensor], Tensor]], list[Tensor], list[Tensor] | None]
+
 
 def run_grpo(job: Job) -> dict[str, Any]:
     """GRPO/DAPO on `job.input("model")` with the RL prompts of `job.input("data")`; module doc."""
-    from transformers import AutoTokenizer
+    recipe = GRPORecipe(job)
+    return recipe.train(job.output_path())
 
-    from psft_orchestrator.evals.generate import render
 
-    cfg: GRPOConfig = config_for(job, GRPOConfig)
-    model_path = Path(job.input("model").path)
-    out_dir, checkpoint_dir = job.output_path(), Path(job.checkpoint_dir)
-    metrics_path = job.out / "metrics.jsonl"
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    amp = _amp_dtype(cfg.dtype, device)
-    autocast = (lambda: torch.autocast(device.type, dtype=amp)) if amp else nullcontext
-    random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
-    G = cfg.rollout_n
+class GRPORecipe:
+    """One GRPO run: prompts, the shared trainer skeleton, then `train()`, one RL step at a time."""
 
-    # ---- prompts (too-long ones are dropped, as verl's filter_overlong_prompts does)
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
-    pad_id = (
-        tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    )
-    rows, prompt_ids = [], []
-    all_rows = read_prompts(job.input("data").path)
-    for row in all_rows:
-        ids = tokenizer(render(tokenizer, row["prompt"]), add_special_tokens=False)["input_ids"]
-        if len(ids) <= cfg.max_prompt_length:
-            rows.append(row)
-            prompt_ids.append(ids)
-    if len(rows) < cfg.train_batch_size:
-        raise ValueError(
-            f"{len(rows)} usable prompts (of {len(all_rows)}) cannot fill a batch of {cfg.train_batch_size}"
+    def __init__(self, job: Job) -> None:
+        from psft_orchestrator.evals.generate import render
+
+        self.cfg = cfg = config_for(job, GRPOConfig)
+        model_path = Path(job.input("model").path)
+        self.rt = Runtime.from_config(cfg)
+
+        # ---- prompts (too-long ones are dropped, as verl's filter_overlong_prompts does)
+        self.tokenizer, self.pad_id = load_tokenizer(model_path)
+        self.rows, self.prompt_ids = [], []
+        all_rows = read_prompts(job.input("data").path)
+        for row in all_rows:
+            text = render(self.tokenizer, row["prompt"])
+            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            if len(ids) <= cfg.max_prompt_length:
+                self.rows.append(row)
+                self.prompt_ids.append(ids)
+        self.n_dropped = len(all_rows) - len(self.rows)
+        if len(self.rows) < cfg.train_batch_size:
+            raise ValueError(
+                f"{len(self.rows)} usable prompts (of {len(all_rows)}) cannot fill a batch of "
+                f"{cfg.train_batch_size}"
+            )
+        self.batches_per_epoch = len(self.rows) // cfg.train_batch_size
+        total_steps = cfg.max_steps or cfg.total_steps
+        self.mini_prompts = cfg.mini_batch_size or cfg.train_batch_size
+        updates_per_step = cfg.train_batch_size // self.mini_prompts
+
+        # ---- policy, reference (for the KL term only), optimizer, schedule, resume. The schedule
+        # counts nominal optimizer steps; dynamic sampling may skip some (it is then stretched).
+        self.run = Trainer("grpo", cfg, self.rt, model_path, self.tokenizer,
+                           Path(job.checkpoint_dir), [job.out / "metrics.jsonl"], total_steps,
+                           reference=cfg.kl_coef > 0,
+                           scheduler_steps=total_steps * updates_per_step)  # fmt: skip
+        self.order: dict[int, list[int]] = {}
+
+    def train(self, out_dir: Path) -> dict[str, Any]:
+        run, G = self.run, self.cfg.rollout_n
+        first: dict[str, float] = {}
+        last: dict[str, float] = {}
+        with run.metrics_writer() as writer:
+            while run.step < run.total_steps:
+                batch = self.prompt_batch(run.step)
+                # 1. rollouts, seeded by (seed, step): a resumed run samples the same
+                prompts = [self.prompt_ids[i] for i in batch]
+                seed = self.cfg.seed * 100_003 + run.step * 1009
+                samples = rollout(run.model, self.tokenizer, prompts, G, self.cfg, seed=seed)
+                # 2-3. rewards, advantages, dynamic sampling
+                row, adv, kept_groups = self.score(batch, samples)
+                # 4. θ_old (and reference) log-probs, before any update of this step
+                minis = self.old_policy_pass(batch, samples, adv, kept_groups)
+                # 5. one optimizer step per mini-batch of prompts
+                row.update(self.update(minis))
+                run.step += 1
+                last = {k: float(v) for k, v in row.items()}
+                first = first or last
+                run.log(writer, last)
+                run.maybe_save()
+        run.finish(out_dir)
+        return {
+            "steps": run.step,
+            "first_accuracy": first.get("accuracy"),
+            "final_accuracy": last.get("accuracy"),
+            "final_reward_mean": last.get("reward_mean"),
+            "final_entropy": last.get("entropy"),
+            "prompts": len(self.rows),
+            "prompts_dropped_too_long": self.n_dropped,
+            "epochs": math.ceil(run.total_steps / self.batches_per_epoch),
+        }
+
+    def prompt_batch(self, step: int) -> list[int]:
+        """Prompt indices of RL step `step` (epoch-wise shuffled from the seed)."""
+        size = self.cfg.train_batch_size
+        epoch, b = divmod(step, self.batches_per_epoch)
+        if epoch not in self.order:
+            idx = list(range(len(self.rows)))
+            random.Random(f"{self.cfg.seed}/{epoch}").shuffle(idx)
+            self.order = {epoch: idx}
+        return self.order[epoch][b * size : (b + 1) * size]
+
+    def score(
+        self, batch: list[int], samples: list[tuple[list[int], bool]]
+    ) -> tuple[dict[str, Any], Tensor, list[int]]:
+        """Rewards (+ overlong shaping), group advantages, and the groups dynamic sampling keeps."""
+        cfg, G = self.cfg, self.cfg.rollout_n
+        texts = self.tokenizer.batch_decode([ids for ids, _ in samples], skip_special_tokens=True)
+        scored = [
+            score(t, str(self.rows[batch[k // G]]["ground_truth"]), cfg.format_reward)
+            for k, t in enumerate(texts)
+        ]
+        acc = torch.tensor([float(c) for _, c in scored])
+        lengths = torch.tensor([len(ids) for ids, _ in samples], dtype=torch.float32)
+        rewards = torch.tensor([r for r, _ in scored]) + overlong_penalty(
+            lengths, cfg.max_response_length, cfg.overlong_buffer, cfg.overlong_penalty
         )
-    batches_per_epoch = len(rows) // cfg.train_batch_size
-    total_steps = cfg.max_steps or cfg.total_steps
-    mini_prompts = cfg.mini_batch_size or cfg.train_batch_size
-    updates_per_step = cfg.train_batch_size // mini_prompts
+        adv = group_advantages(rewards, G)
+        keep = (
+            dynamic_sampling_mask(acc, G)
+            if cfg.dynamic_sampling
+            else torch.ones(len(batch), dtype=torch.bool)
+        )
+        row = {
+            "reward_mean": rewards.mean(),
+            "accuracy": acc.mean(),
+            "response_length": lengths.mean(),
+            "truncated_frac": sum(t for _, t in samples) / len(samples),
+            "kept_group_frac": keep.float().mean(),
+        }
+        return row, adv, keep.nonzero().flatten().tolist()
 
-    # ---- models
-    ckpt = latest_checkpoint(checkpoint_dir)
-    model = _load_model(ckpt / "model" if ckpt else model_path, device)
-    _freeze(model, cfg.freeze)
-    model.train()
-    ref_model = (
-        _load_model(model_path, device).eval().requires_grad_(False) if cfg.kl_coef > 0 else None
-    )
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = build_optimizer(model, cfg)
-    # Nominal optimizer steps; dynamic sampling may skip some (the schedule is then stretched).
-    scheduler = build_scheduler(optimizer, cfg, total_steps * updates_per_step)
-    step = checkpoint.resume(
-        checkpoint_dir, "grpo", total_steps, optimizer, scheduler, metrics_path
-    )
-
-    def token_pass(m: torch.nn.Module, micro: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        """(logp, logits/T) of a collated micro-batch."""
-        with autocast():
-            logits = m(
-                input_ids=micro["input_ids"].to(device),
-                attention_mask=micro["attention_mask"].to(device),
-            ).logits
-        logits = logits[:, :-1].float() / cfg.temperature
-        return L.token_logprobs(logits, micro["labels"].to(device)), logits
-
-    def save_checkpoint() -> None:
-        checkpoint.save(checkpoint_dir, "grpo", step, total_steps, model, optimizer, scheduler)
-
-    order: dict[int, list[int]] = {}
-    first: dict[str, float] = {}
-    last: dict[str, float] = {}
-    with MetricsWriter(metrics_path) as writer:
-        while step < total_steps:
-            # ---- 1. prompts and rollouts (seeded by (seed, step): a resumed run samples the same)
-            epoch, b = divmod(step, batches_per_epoch)
-            if epoch not in order:
-                idx = list(range(len(rows)))
-                random.Random(f"{cfg.seed}/{epoch}").shuffle(idx)
-                order = {epoch: idx}
-            batch = order[epoch][b * cfg.train_batch_size : (b + 1) * cfg.train_batch_size]
-            samples = rollout(
-                model,
-                tokenizer,
-                [prompt_ids[i] for i in batch],
-                G,
-                cfg,
-                seed=cfg.seed * 100_003 + step * 1009,
-            )
-
-            # ---- 2. rewards
-            texts = tokenizer.batch_decode([ids for ids, _ in samples], skip_special_tokens=True)
-            scored = [
-                score(t, str(rows[batch[k // G]]["ground_truth"]), cfg.format_reward)
-                for k, t in enumerate(texts)
+    def old_policy_pass(
+        self, batch, samples, adv: Tensor, kept_groups: list[int]
+    ) -> list[MiniBatch]:
+        """The kept sequences as mini-batches of (collated micro-batch, advantages), with their
+        θ_old log-probs (and reference ones for the KL term), computed once without grad."""
+        cfg, G, run = self.cfg, self.cfg.rollout_n, self.run
+        minis = []
+        for start in range(0, len(kept_groups), self.mini_prompts):
+            groups = kept_groups[start : start + self.mini_prompts]
+            seq_idx = [g * G + j for g in groups for j in range(G)]
+            examples = []
+            for k in seq_idx:
+                prompt, response = self.prompt_ids[batch[k // G]], samples[k][0]
+                examples.append(Example(prompt + response, [0] * len(prompt) + [1] * len(response)))
+            micros = [
+                (
+                    collate(examples[i : i + cfg.micro_batch_size], self.pad_id),
+                    adv[seq_idx[i : i + cfg.micro_batch_size]],
+                )
+                for i in range(0, len(examples), cfg.micro_batch_size)
             ]
-            acc = torch.tensor([float(c) for _, c in scored])
-            lengths = torch.tensor([len(ids) for ids, _ in samples], dtype=torch.float32)
-            rewards = torch.tensor([r for r, _ in scored]) + overlong_penalty(
-                lengths, cfg.max_response_length, cfg.overlong_buffer, cfg.overlong_penalty
-            )
+            with torch.no_grad():
+                old = [self.token_pass(run.model, mb)[0] for mb, _ in micros]
+                ref = None
+                if run.ref_model is not None:
+                    ref = [self.token_pass(run.ref_model, mb)[0] for mb, _ in micros]
+            minis.append((micros, old, ref))
+        return minis
 
-            # ---- 3. advantages and dynamic sampling
-            adv = group_advantages(rewards, G)
-            keep = (
-                dynamic_sampling_mask(acc, G)
-                if cfg.dynamic_sampling
-                else torch.ones(len(batch), dtype=torch.bool)
-            )
-            kept_groups = keep.nonzero().flatten().tolist()
-            row = {
-                "reward_mean": rewards.mean(),
-                "accuracy": acc.mean(),
-                "response_length": lengths.mean(),
-                "truncated_frac": sum(t for _, t in samples) / len(samples),
-                "kept_group_frac": keep.float().mean(),
-            }
+    def update(self, minis: list[MiniBatch]) -> dict[str, float]:
+        """One optimizer step per mini-batch; token-weighted metrics, averaged over the updates."""
+        cfg, run, dev = self.cfg, self.run, self.rt.device
+        stats: dict[str, list[float]] = {}
+        for micros, old, ref in minis:
+            masks = [mb["loss_mask"].to(dev) for mb, _ in micros]
+            denom = L.agg_denom(masks, cfg.loss_agg_mode)
 
-            # ---- 4. θ_old log-probs of every kept sequence, before any update of this step
-            minis = []
-            for start in range(0, len(kept_groups), mini_prompts):
-                seq_idx = [
-                    g * G + j for g in kept_groups[start : start + mini_prompts] for j in range(G)
-                ]
-                examples = []
-                for k in seq_idx:
-                    prompt, response = prompt_ids[batch[k // G]], samples[k][0]
-                    examples.append(
-                        Example(prompt + response, [0] * len(prompt) + [1] * len(response))
-                    )
-                micros = [
-                    (
-                        collate(examples[i : i + cfg.micro_batch_size], pad_id),
-                        adv[seq_idx[i : i + cfg.micro_batch_size]],
-                    )
-                    for i in range(0, len(examples), cfg.micro_batch_size)
-                ]
-                with torch.no_grad():
-                    old = [token_pass(model, mb)[0] for mb, _ in micros]
-                    ref = (
-                        [token_pass(ref_model, mb)[0] for mb, _ in micros]
-                        if ref_model is not None
-                        else None
-                    )
-                minis.append((micros, old, ref))
+            loss_of = partial(self.micro_loss, old, ref, masks, denom, stats)
+            loss, grad_norm, lr = run.optimizer_step(micros, loss_of, "GRPO loss")
+            stats.setdefault("lr", []).append(lr)
+            stats.setdefault("loss", []).append(loss)
+            stats.setdefault("grad_norm", []).append(grad_norm)
+        updates = len(stats.get("loss", []))
+        out = {k: sum(v) / updates for k, v in stats.items()}  # token-weighted sums → mean
+        out["updates"] = updates
+        return out
 
-            # ---- 5. one optimizer step per mini-batch of prompts
-            stats: dict[str, list[float]] = {}
-            for micros, old, ref in minis:
-                masks = [mb["loss_mask"].to(device) for mb, _ in micros]
-                denom = _mini_denom(masks, cfg.loss_agg_mode)
-                optimizer.zero_grad(set_to_none=True)
-                loss_total, tok = 0.0, float(sum(m.sum() for m in masks))
-                for i, (mb, a) in enumerate(micros):
-                    logp, logits = token_pass(model, mb)
-                    loss, extra = grpo_loss(
-                        logp,
-                        old[i],
-                        a.to(device),
-                        masks[i],
-                        cfg.clip_low,
-                        cfg.clip_high,
-                        cfg.loss_agg_mode,
-                        ref_logp=ref[i] if ref is not None else None,
-                        kl_coef=cfg.kl_coef,
-                        denom=denom,
-                    )
-                    if not torch.isfinite(loss):
-                        raise NonFiniteLossError(
-                            f"non-finite GRPO loss ({loss.item()}) at step {step + 1}"
-                        )
-                    loss.backward()
-                    loss_total += loss.item()
-                    w = float(masks[i].sum()) / tok
-                    with torch.no_grad():
-                        extra["entropy"] = L.masked_mean(L.token_entropy(logits.detach()), masks[i])
-                    for k, v in extra.items():
-                        stats.setdefault(k, []).append(float(v) * w)
-                    del logits, logp, loss
-                grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                if not torch.isfinite(grad_norm):
-                    raise NonFiniteLossError(f"non-finite gradient norm at step {step + 1}")
-                stats.setdefault("lr", []).append(scheduler.get_last_lr()[0])
-                optimizer.step()
-                scheduler.step()
-                stats.setdefault("loss", []).append(loss_total)
-                stats.setdefault("grad_norm", []).append(float(grad_norm))
-            updates = len(stats.get("loss", []))
-            for k, v in stats.items():  # token-weighted sums per update → mean over the updates
-                row[k] = sum(v) / updates
-            row["updates"] = updates
-            step += 1
-            last = {k: float(v) for k, v in row.items()}
-            first = first or last
-            if step % cfg.log_every == 0 or step == total_steps:
-                writer.log(step, **last)
-                write_progress(job.out, step, total_steps)
-            if (cfg.save_every and step % cfg.save_every == 0) or step == total_steps:
-                save_checkpoint()
+    def micro_loss(self, old, ref, masks, denom, stats, i: int, micro) -> Tensor:
+        """The GRPO loss of micro-batch i of a mini-batch; its metrics go to `stats`, weighted
+        by the micro-batch's share of the mini-batch's response tokens."""
+        cfg, dev = self.cfg, self.rt.device
+        logp, logits = self.token_pass(self.run.model, micro[0])
+        loss, extra = grpo_loss(
+            logp, old[i], micro[1].to(dev), masks[i], cfg.clip_low, cfg.clip_high,
+            cfg.loss_agg_mode, ref_logp=ref[i] if ref is not None else None,
+            kl_coef=cfg.kl_coef, denom=denom,
+        )  # fmt: skip
+        with torch.no_grad():
+            extra["entropy"] = L.masked_mean(L.token_entropy(logits.detach()), masks[i])
+        w = float(masks[i].sum()) / float(sum(m.sum() for m in masks))
+        for k, v in extra.items():
+            stats.setdefault(k, []).append(float(v) * w)
+        return loss
 
-    save_model_dir(model, tokenizer, out_dir, _checkpoint_dtype(model_path))
-    return {
-        "steps": step,
-        "first_accuracy": first.get("accuracy"),
-        "final_accuracy": last.get("accuracy"),
-        "final_reward_mean": last.get("reward_mean"),
-        "final_entropy": last.get("entropy"),
-        "prompts": len(rows),
-        "prompts_dropped_too_long": len(all_rows) - len(rows),
-        "epochs": math.ceil(total_steps / batches_per_epoch),
-    }
+    def token_pass(self, m: torch.nn.Module, micro: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """(logp, logits/T) of a collated micro-batch."""
+        dev = self.rt.device
+        with self.rt.autocast():
+            logits = m(
+                input_ids=micro["input_ids"].to(dev),
+                attention_mask=micro["attention_mask"].to(dev),
+            ).logits
+        logits = logits[:, :-1].float() / self.cfg.temperature
+        return L.token_logprobs(logits, micro["labels"].to(dev)), logits

@@ -20,40 +20,30 @@ top `entropy_top_frac` of the train batch's response tokens by θ_old's entropy 
 Files: the final HF model + tokenizer in `out_dir`; one metrics row per `log_every` steps in
 `metrics_path`; every `clipped_tokens_every` steps (PSFT) a row `{"step", "clipped_tokens":
 [[token, count], ...], "clipped_total"}` with the most-clipped tokens *since the previous row* in
-`clipped_tokens.jsonl` next to `metrics_path`; resumable checkpoints `checkpoint_dir/step_XXXXXXXX/`
-(`model/` HF dir + `trainer_state.pt`: optimizer, scheduler, RNG, data position, θ_old cache).
-A restarted run resumes from the latest one and gives the same weights as an uninterrupted run.
+`clipped_tokens.jsonl` next to `metrics_path`; resumable checkpoints in the shared format
+(`training.checkpoint`; this trainer's extras: data position, θ_old cache, clipped-token counts).
+A restarted run resumes from the newest good one and gives the same weights as an uninterrupted
+run. Setup, the step body and checkpoints are the shared skeleton (`training.recipe`).
 
-Precision: weights and optimizer state stay fp32; bf16 is used through autocast for the
-forward/backward when supported. (Pure bf16 weights would swallow PSFT's 1e-6 updates: bf16 has
-~3 significant digits.) Log-probs and entropies are always computed in fp32.
+Log-probs and entropies are always computed in fp32.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import random
-import re
-import shutil
 import sys
 import time
 from collections import Counter
 from collections.abc import Callable
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-from psft_orchestrator.contract import (
-    CLIPPED_TOKENS_FILE,
-    CLIPPED_TOKENS_KEY,
-    MetricsWriter,
-    write_progress,
-)
+from psft_orchestrator.contract import CLIPPED_TOKENS_FILE, CLIPPED_TOKENS_KEY, MetricsWriter
 from psft_orchestrator.training import losses as L
 from psft_orchestrator.training.config import (
     DFTConfig,
@@ -69,7 +59,7 @@ from psft_orchestrator.training.data import (
     split_batch,
     train_batches,
 )
-from psft_orchestrator.training.optim import build_optimizer, build_scheduler
+from psft_orchestrator.training.recipe import Mean, Runtime, Trainer, load_tokenizer
 
 CONFIGS: dict[str, type[TrainConfig]] = {
     "sft": SFTConfig,
@@ -79,115 +69,9 @@ CONFIGS: dict[str, type[TrainConfig]] = {
 }
 TOP_CLIPPED = 50
 
-
-class NonFiniteLossError(RuntimeError):
-    """The loss or the gradient norm became inf/nan; the last good checkpoint is left in place."""
-
-
-# ----------------------------------------------------------------------------- small helpers
-
-
-def _amp_dtype(choice: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype, or None for plain fp32. auto = bf16 on a GPU that supports it."""
-    if choice == "float32":
-        return None
-    if choice == "bfloat16":
-        return torch.bfloat16
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return None
-
-
-def _freeze(model: torch.nn.Module, patterns: list[str]) -> int:
-    """Set requires_grad=False on parameters whose name matches any regex; return how many."""
-    n = 0
-    for pat in patterns:
-        hits = [p for name, p in model.named_parameters() if re.search(pat, name)]
-        if not hits:
-            raise ValueError(f"freeze pattern {pat!r} matches no parameter name")
-        for p in hits:
-            p.requires_grad_(False)
-            n += p.numel()
-    return n
-
-
-def _load_model(path: Path, device: torch.device) -> torch.nn.Module:
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    model.config.use_cache = False  # training never decodes; the KV cache only costs memory
-    return model.to(device)
-
-
-def save_model_dir(
-    model: torch.nn.Module, tokenizer: Any, out_dir: Path, dtype: torch.dtype
-) -> None:
-    """Write the final HF model directory (weights in `dtype`, tokenizer) atomically."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.parent / f".tmp-{out_dir.name}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.to(dtype).save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    _atomic_replace_dir(tmp, out_dir)
-
-
-def _atomic_replace_dir(tmp: Path, final: Path) -> None:
-    """Move a fully written directory into place (rename is atomic; the old one goes first)."""
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-
-
-def _last_row(path: Path) -> dict[str, Any]:
-    try:
-        lines = path.read_text().splitlines()
-    except OSError:
-        return {}
-    return json.loads(lines[-1]) if lines else {}
-
-
-def truncate_metrics(path: Path, max_step: int) -> None:
-    """Drop rows logged after `max_step` (written before a crash, about to be recomputed)."""
-    import json
-
-    if not path.exists():
-        return
-    keep = [
-        ln
-        for ln in path.read_text().splitlines()
-        if ln.strip() and json.loads(ln).get("step", 0) <= max_step
-    ]
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text("".join(ln + "\n" for ln in keep))
-    os.replace(tmp, path)
-
-
-def latest_checkpoint(checkpoint_dir: Path) -> Path | None:
-    """The newest complete checkpoint (directories appear only by atomic rename, so all are)."""
-    found = (
-        sorted(Path(checkpoint_dir).glob("step_*/trainer_state.pt"))
-        if Path(checkpoint_dir).exists()
-        else []
-    )
-    return found[-1].parent if found else None
-
-
-class _Mean:
-    """Weighted means over the micro-batches of one step (weights: token or row counts)."""
-
-    def __init__(self) -> None:
-        self.sums: dict[str, float] = {}
-        self.weights: dict[str, float] = {}
-
-    def add(self, name: str, value: Tensor | float, weight: float) -> None:
-        self.sums[name] = self.sums.get(name, 0.0) + float(value) * weight
-        self.weights[name] = self.weights.get(name, 0.0) + weight
-
-    def result(self) -> dict[str, float]:
-        return {k: self.sums[k] / max(self.weights[k], 1e-12) for k in self.sums}
-
-
-# ----------------------------------------------------------------------------- the trainer
+# (log-probs, entropies or None) of each micro-batch of a mini-batch, from a no-grad pass
+Pass = list[tuple[Tensor, Tensor | None]]
+LossFn = Callable[..., tuple[Tensor, dict[str, Tensor]]]
 
 
 def train(
@@ -211,7 +95,6 @@ def train(
     `stop_after`: stop (as if preempted) once this many optimizer steps are done, after writing a
     checkpoint, without writing `out_dir`; a later call resumes. For tests and time-sliced jobs.
     """
-    from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # per-save "Writing model shards" bars; ours is the only one
@@ -219,362 +102,324 @@ def train(
         raise ValueError(f"unknown training kind {kind!r}; expected one of {sorted(CONFIGS)}")
     if not isinstance(cfg, CONFIGS[kind]):
         cfg = CONFIGS[kind].model_validate(cfg if isinstance(cfg, dict) else cfg.model_dump())
-    model_path, out_dir, checkpoint_dir, metrics_path = map(
-        Path, (model_path, out_dir, checkpoint_dir, metrics_path)
-    )
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    amp = _amp_dtype(cfg.dtype, device)
-    autocast = (lambda: torch.autocast(device.type, dtype=amp)) if amp else nullcontext
-    random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
+    recipe = SFTRecipe(kind, cfg, Path(model_path), Path(data_path), Path(checkpoint_dir),
+                       Path(metrics_path))  # fmt: skip
+    return recipe.train(Path(out_dir), progress, stop_after, on_step)
 
-    # ---- data
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
-    pad_id = (
-        tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    )
-    examples, data_stats = load_chat_dataset(data_path, tokenizer, cfg.max_length, cfg.truncation)
-    lengths = [len(e) for e in examples]
-    mini_size = cfg.mini_batch_size or cfg.train_batch_size
-    n_batches_epoch = batches_per_epoch(len(examples), cfg.train_batch_size)
-    if n_batches_epoch == 0:
-        raise ValueError(
-            f"{len(examples)} usable examples (of {data_stats.rows} rows) cannot fill one train batch "
-            f"of {cfg.train_batch_size}"
+
+class SFTRecipe:
+    """One run of an SFT-family objective; `train()` is the loop over train batches."""
+
+    def __init__(
+        self,
+        kind: str,
+        cfg: TrainConfig,
+        model_path: Path,
+        data_path: Path,
+        checkpoint_dir: Path,
+        metrics_path: Path,
+    ) -> None:
+        # ---- runtime and data
+        self.kind, self.cfg, self.psft = kind, cfg, kind == "psft"
+        self.rt = Runtime.from_config(cfg)
+        self.tokenizer, self.pad_id = load_tokenizer(model_path)
+        self.examples, self.data_stats = load_chat_dataset(
+            data_path, self.tokenizer, cfg.max_length, cfg.truncation
         )
-    steps_per_batch = cfg.train_batch_size // mini_size
-    if cfg.max_steps:
-        total_steps = cfg.max_steps
-    else:
-        total_steps = max(1, math.ceil(cfg.epochs * n_batches_epoch)) * steps_per_batch
-    steps_per_epoch = n_batches_epoch * steps_per_batch
-
-    # ---- models: the policy (from the latest checkpoint if any) and the frozen initial model
-    ckpt = latest_checkpoint(checkpoint_dir)
-    model = _load_model(ckpt / "model" if ckpt else model_path, device)
-    save_dtype = _checkpoint_dtype(model_path)
-    _freeze(model, cfg.freeze)
-    model.train()
-    psft = kind == "psft"
-    needs_ref = (
-        (kind == "sft" and cfg.kl is not None)
-        or kind == "iwsft"
-        or (psft and cfg.old_policy == "initial")
-    )
-    ref_model = None
-    if needs_ref:
-        ref_model = _load_model(model_path, device).eval().requires_grad_(False)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = build_optimizer(model, cfg)
-    scheduler = build_scheduler(optimizer, cfg, total_steps)
-
-    # ---- resume state
-    step = 0
-    old_cache: dict[int, list[tuple[Tensor, Tensor | None]]] | None = None
-    ratio_one_mini: int | None = None  # the mini-batch whose θ_old is θ itself (uses logp.detach())
-    clipped: Counter[int] = Counter()
-    if ckpt:
-        state = torch.load(ckpt / "trainer_state.pt", map_location="cpu", weights_only=False)
-        if state["total_steps"] != total_steps or state["kind"] != kind:
+        self.lengths = [len(e) for e in self.examples]
+        self.mini_size = cfg.mini_batch_size or cfg.train_batch_size
+        self.n_batches_epoch = batches_per_epoch(len(self.examples), cfg.train_batch_size)
+        if self.n_batches_epoch == 0:
             raise ValueError(
-                f"checkpoint {ckpt} is from a different run (kind {state['kind']}, {state['total_steps']} "
-                f"steps; now {kind}, {total_steps} steps); delete it to start over"
+                f"{len(self.examples)} usable examples (of {self.data_stats.rows} rows) cannot "
+                f"fill one train batch of {cfg.train_batch_size}"
             )
-        step = state["step"]
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        random.setstate(state["python_rng"])
-        torch.set_rng_state(state["torch_rng"])
-        if device.type == "cuda" and state.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
-        old_cache, ratio_one_mini = state["old_cache"], state["ratio_one_mini"]
-        if old_cache is not None:  # loaded on the CPU (RNG states must stay there); move to device
-            old_cache = {
-                j: [(lp.to(device), None if e is None else e.to(device)) for lp, e in entries]
-                for j, entries in old_cache.items()
-            }
-        clipped = Counter(state["clipped"])
-        truncate_metrics(metrics_path, step)
-        truncate_metrics(metrics_path.parent / CLIPPED_TOKENS_FILE, step)
+        self.steps_per_batch = cfg.train_batch_size // self.mini_size
+        self.steps_per_epoch = self.n_batches_epoch * self.steps_per_batch
+        epochs_steps = max(1, math.ceil(cfg.epochs * self.n_batches_epoch)) * self.steps_per_batch
+        total_steps = cfg.max_steps or epochs_steps
 
-    # ---- forward helpers
-    def forward_logp(m: torch.nn.Module, micro: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        """`[B, T-1]` log-probs of the labels (0 off the response) and the response logits `[n, V]`."""
-        mask = micro["loss_mask"].to(device).bool()
-        with autocast():
-            logits = _response_logits(
-                m, micro["input_ids"].to(device), micro["attention_mask"].to(device), mask
-            )
-        labels = micro["labels"].to(device)[mask]
-        logp = L.token_logprobs(logits[None], labels[None])[0]
-        return torch.zeros(mask.shape, dtype=logp.dtype, device=device).masked_scatter(
-            mask, logp
-        ), logits
+        # ---- models, optimizer, schedule, resume (the shared skeleton)
+        self.clipped_path = metrics_path.parent / CLIPPED_TOKENS_FILE
+        self.run = Trainer(
+            kind, cfg, self.rt, model_path, self.tokenizer, checkpoint_dir,
+            [metrics_path, self.clipped_path], total_steps, reference=self.needs_reference(),
+        )  # fmt: skip
+        extra = self.run.resumed.extra if self.run.resumed else {}
+        self.old_cache: dict[int, Pass] | None = self.to_device(extra.get("old_cache"))
+        self.ratio_one_mini: int | None = extra.get("ratio_one_mini")  # θ_old is θ itself there
+        self.clipped: Counter[int] = Counter(extra.get("clipped", {}))
+        self.ref_cache: dict[int, Pass] = {}
+        self.epoch_order: tuple[int, list[list[int]]] = (-1, [])  # (epoch, its train batches)
 
-    @torch.no_grad()
-    def logp_pass(
-        m: torch.nn.Module, micros: list[dict[str, Tensor]], entropy: bool
-    ) -> list[tuple[Tensor, Tensor | None]]:
-        """(log-probs, entropies or None) per micro-batch, without grad: θ_old and reference passes."""
-        out = []
-        for micro in micros:
-            logp, logits = forward_logp(m, micro)
-            ent = None
-            if entropy:
-                ent = torch.zeros_like(logp).masked_scatter(
-                    micro["loss_mask"].to(device).bool(), L.token_entropy(logits)
-                )
-            out.append((logp, ent))
-        return out
-
-    def save_checkpoint() -> None:
-        checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        final = checkpoint_dir / f"step_{step:08d}"
-        tmp = checkpoint_dir / f".tmp-{final.name}-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        model.save_pretrained(tmp / "model")
-        tokenizer.save_pretrained(tmp / "model")
-        state = {
-            "kind": kind,
-            "step": step,
-            "total_steps": total_steps,
-            "data_position": {
-                "train_batch": step // steps_per_batch,
-                "mini_batch": step % steps_per_batch,
-            },
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "python_rng": random.getstate(),
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
-            "old_cache": old_cache,
-            "ratio_one_mini": ratio_one_mini,
-            "clipped": dict(clipped),
-        }
-        torch.save(state, tmp / "trainer_state.pt")
-        _atomic_replace_dir(tmp, final)
-        for older in checkpoint_dir.glob("step_*"):  # keep only the newest
-            if older != final:
-                shutil.rmtree(older, ignore_errors=True)
-
-    # ---- the objective of one micro-batch: (logp, mask, old, ref, denom) -> (loss, metrics)
-    def objective(at_step: int) -> tuple[str, Callable[..., tuple[Tensor, dict[str, Tensor]]]]:
-        agg = cfg.loss_agg_mode
-        if kind == "sft" and cfg.kl is not None:
-            return "sft-kl", lambda lp, m, old, ref, d: L.sft_kl_loss(
-                lp, ref, m, cfg.kl.coef, cfg.kl.estimator, agg, d
-            )
-        if kind == "sft" or (psft and at_step < cfg.warmup_sft_steps):
-            return "sft", lambda lp, m, old, ref, d: (L.sft_loss(lp, m, agg, d), {})
-        if psft:
-            return "psft", lambda lp, m, old, ref, d: L.psft_loss(
-                lp, old, m, cfg.clip_low, cfg.clip_high, agg, d
-            )
-        if kind == "dft":
-            return "dft", lambda lp, m, old, ref, d: (L.dft_loss(lp, m, agg, d), {})
-        return "iwsft", lambda lp, m, old, ref, d: L.iwsft_loss(
-            lp, ref, m, cfg.level, cfg.weight_clip, agg, d
+    def needs_reference(self) -> bool:
+        cfg, kind = self.cfg, self.kind
+        return (
+            (kind == "sft" and cfg.kl is not None)
+            or kind == "iwsft"
+            or (self.psft and cfg.old_policy == "initial")
         )
 
-    # ---- one optimizer step on mini-batch j (micro-batches accumulate into one gradient)
-    def optimizer_step(
-        j: int, micros: list[dict[str, Tensor]], name: str, loss_fn: Callable
-    ) -> dict:
-        masks = [mb.get("train_mask", mb["loss_mask"]).to(device) for mb in micros]
-        denom = _mini_denom(masks, cfg.loss_agg_mode)  # the whole mini-batch's: exact accumulation
-        stats, loss_total = _Mean(), 0.0
-        optimizer.zero_grad(set_to_none=True)
-        for i, micro in enumerate(micros):
-            logp, logits = forward_logp(model, micro)
-            labels = micro["labels"].to(device)
+    def to_device(self, cache: dict[int, Pass] | None) -> dict[int, Pass] | None:
+        """A θ_old cache loaded on the CPU (RNG states must stay there), moved to the device."""
+        if cache is None:
+            return None
+        dev = self.rt.device
+        return {
+            j: [(lp.to(dev), None if e is None else e.to(dev)) for lp, e in entries]
+            for j, entries in cache.items()
+        }
+
+    # ----------------------------------------------------------------------------- the loop
+
+    def train(
+        self,
+        out_dir: Path,
+        progress: bool,
+        stop_after: int | None,
+        on_step: Callable[[int, Any, Any], None] | None,
+    ) -> dict[str, Any]:
+        run, cfg = self.run, self.cfg
+        self.clipped_writer = None
+        if self.psft and cfg.clipped_tokens_every:
+            self.clipped_writer = MetricsWriter(self.clipped_path)
+        bar = ProgressBar(run.total_steps, run.step) if progress and sys.stderr.isatty() else None
+        # The final numbers: the last logged row (also after a resume that had no step left to do).
+        self.last: dict[str, Any] = last_row(run.metric_files[0])
+        self.run_tokens, run_start = 0, time.perf_counter()
+        try:
+            with run.metrics_writer() as writer:
+                while run.step < run.total_steps and run.step != stop_after:
+                    first_mini, minis = self.next_train_batch()
+                    t_step = time.perf_counter()
+                    for j in range(first_mini, self.steps_per_batch):
+                        name, loss_fn = objective(self.kind, cfg, run.step)
+                        self.refresh_old_policy(name, j, minis)
+                        row = self.mini_batch_step(j, minis[j], name, loss_fn)
+                        run.step += 1
+                        t_step = self.record(writer, row, name, t_step)
+                        at_end = run.step in (run.total_steps, stop_after)
+                        run.maybe_save(at_end, **self.extra_state())
+                        if on_step is not None:
+                            on_step(run.step, run.model, self.tokenizer)
+                        if bar is not None:
+                            bar.update(run.step, row)
+                        if at_end:
+                            break
+        finally:
+            if self.clipped_writer is not None:
+                self.clipped_writer.close()
+            if bar is not None:
+                bar.stop()
+        return self.finish(out_dir, time.perf_counter() - run_start)
+
+    def next_train_batch(self) -> tuple[int, list[list[dict[str, Tensor]]]]:
+        """The current train batch as mini-batches of collated micro-batches, the first mini-batch
+        still to do (> 0 only on resume), and its reference log-probs in `self.ref_cache`."""
+        cfg = self.cfg
+        b, first_mini = divmod(self.run.step, self.steps_per_batch)
+        epoch, b_in_epoch = divmod(b, self.n_batches_epoch)
+        if self.epoch_order[0] != epoch:
+            order = train_batches(self.lengths, cfg.train_batch_size, cfg.seed, epoch)
+            self.epoch_order = (epoch, order)
+        batch = [self.examples[i] for i in self.epoch_order[1][b_in_epoch]]
+        minis = [
+            [collate(mb, self.pad_id) for mb in mini]
+            for mini in split_batch(batch, self.mini_size, cfg.micro_batch_size)
+        ]
+        if first_mini == 0:  # a new train batch: θ_old will be refreshed
+            self.old_cache, self.ratio_one_mini = None, None
+        elif self.old_cache and self.psft and cfg.entropy_top_frac is not None:
+            select_top_entropy(self.old_cache, minis, cfg.entropy_top_frac)  # resumed mid-batch
+        # (1) reference log-probs, once per train batch (PSFT's "initial" θ_old: step 2)
+        ref = self.run.ref_model
+        self.ref_cache = {}
+        if ref is not None and not self.psft:
+            todo = range(first_mini, self.steps_per_batch)
+            self.ref_cache = {j: self.logp_pass(ref, minis[j], False) for j in todo}
+        return first_mini, minis
+
+    def refresh_old_policy(self, name: str, j: int, minis: list[list[dict[str, Tensor]]]) -> None:
+        """(2) θ_old log-probs, once per train batch, at its first PSFT step."""
+        cfg = self.cfg
+        if name != "psft" or self.old_cache is not None:
+            return
+        ent = cfg.entropy_top_frac is not None
+        if cfg.old_policy == "initial":
+            todo = range(j, self.steps_per_batch)
+            self.old_cache = {k: self.logp_pass(self.run.ref_model, minis[k], ent) for k in todo}
+        else:
+            # θ_old = θ right now, so mini-batch j has ratio 1 and needs no pass of its own (its
+            # old log-probs are logp.detach()), except for PSFT-Ent's entropies
+            self.ratio_one_mini = j
+            later = range(j if ent else j + 1, self.steps_per_batch)
+            self.old_cache = {k: self.logp_pass(self.run.model, minis[k], ent) for k in later}
+        if ent:
+            select_top_entropy(self.old_cache, minis, cfg.entropy_top_frac)
+
+    def mini_batch_step(
+        self, j: int, micros: list[dict[str, Tensor]], name: str, loss_fn: LossFn
+    ) -> dict[str, Any]:
+        """(3) One optimizer step on mini-batch j; its micro-batches accumulate one gradient."""
+        cfg, dev = self.cfg, self.rt.device
+        masks = [mb.get("train_mask", mb["loss_mask"]).to(dev) for mb in micros]
+        denom = L.agg_denom(masks, cfg.loss_agg_mode)  # the whole mini-batch's: exact accumulation
+        stats = Mean()
+
+        def loss_of(i: int, micro: dict[str, Tensor]) -> Tensor:
+            logp, logits = self.forward_logp(self.run.model, micro)
             old = ref = None
             if name == "psft":
-                old = logp.detach() if j == ratio_one_mini else old_cache[j][i][0]
-            if j in ref_cache:
-                ref = ref_cache[j][i][0]
+                old = logp.detach() if j == self.ratio_one_mini else self.old_cache[j][i][0]
+            if j in self.ref_cache:
+                ref = self.ref_cache[j][i][0]
             loss, extra = loss_fn(logp, masks[i], old, ref, denom)
-            if not torch.isfinite(loss):
-                raise NonFiniteLossError(
-                    f"non-finite {name} loss ({loss.item()}) at step {step + 1} (micro-batch {i}); "
-                    f"the last good checkpoint is kept in {checkpoint_dir}"
-                )
-            loss.backward()
-            loss_total += loss.item()
-            # logged metrics are token means over the whole mini-batch: weight each micro-batch
-            full, n_rows = micro["loss_mask"].to(device), float((masks[i].sum(-1) > 0).sum())
-            with torch.no_grad():
-                stats.add("ce", L.masked_mean(-logp, full), float(full.sum()))
-                stats.add("entropy", L.token_entropy(logits).mean(), float(full.sum()))
-            for k, v in extra.items():
-                per_row = k == "iw_weight" and cfg.level == "sequence"
-                stats.add(k, v, n_rows if per_row else float(masks[i].sum()))
-            if name == "psft" and clipped_writer is not None:
-                clipped.update(labels[L.psft_clipped(logp, old, masks[i], cfg.clip_high)].tolist())
-            del logits, logp, loss  # free the graph's activations before the next micro-batch
-        grad_norm = torch.nn.utils.clip_grad_norm_(
-            params, cfg.grad_clip
-        )  # returns the norm before clipping
-        if not torch.isfinite(grad_norm):
-            raise NonFiniteLossError(
-                f"non-finite gradient norm at step {step + 1}; the last good checkpoint is kept in {checkpoint_dir}"
-            )
-        lr = scheduler.get_last_lr()[0]
-        optimizer.step()
-        scheduler.step()
+            self.add_stats(stats, micro, masks[i], logp, logits, extra)
+            if name == "psft" and self.clipped_writer is not None:
+                hits = L.psft_clipped(logp, old, masks[i], cfg.clip_high)
+                self.clipped.update(micro["labels"].to(dev)[hits].tolist())
+            return loss
+
+        loss, grad_norm, lr = self.run.optimizer_step(micros, loss_of, f"{name} loss")
         return {
-            "loss": loss_total,
+            "loss": loss,
             **stats.result(),
-            "grad_norm": float(grad_norm),
+            "grad_norm": grad_norm,
             "lr": lr,
             "tokens": sum(int(mb["attention_mask"].sum()) for mb in micros),
             "response_tokens": sum(int(mb["loss_mask"].sum()) for mb in micros),
             "trained_tokens": sum(int(m.sum()) for m in masks),
         }
 
-    # ---- the loop over train batches
-    clipped_writer = None
-    if psft and cfg.clipped_tokens_every:
-        clipped_writer = MetricsWriter(metrics_path.parent / CLIPPED_TOKENS_FILE)
-    bar = _ProgressBar(total_steps, step) if progress and sys.stderr.isatty() else None
-    # The final numbers: the last logged row (also after a resume that had no step left to do).
-    last: dict[str, Any] = _last_row(metrics_path)
-    run_tokens, run_start = 0, time.perf_counter()
-    epoch_order: tuple[int, list[list[int]]] = (-1, [])
-    ref_cache: dict[int, list[tuple[Tensor, Tensor | None]]] = {}
+    def add_stats(self, stats: Mean, micro, mask, logp, logits, extra) -> None:
+        """Logged metrics are token means over the whole mini-batch: weight each micro-batch."""
+        full = micro["loss_mask"].to(self.rt.device)
+        n_rows = float((mask.sum(-1) > 0).sum())
+        with torch.no_grad():
+            stats.add("ce", L.masked_mean(-logp, full), float(full.sum()))
+            stats.add("entropy", L.token_entropy(logits).mean(), float(full.sum()))
+        for k, v in extra.items():
+            per_row = k == "iw_weight" and self.cfg.level == "sequence"
+            stats.add(k, v, n_rows if per_row else float(mask.sum()))
+
+    def record(self, writer: MetricsWriter, row: dict[str, Any], name: str, t_step: float) -> float:
+        """Metrics row, progress and clipped tokens of the step just done; returns the new clock."""
+        run, cfg = self.run, self.cfg
+        now = time.perf_counter()
+        row["tokens_per_s"] = row["tokens"] / max(now - t_step, 1e-9)  # incl. θ_old/ref passes
+        self.run_tokens += row["tokens"]
+        if self.psft and name == "sft":
+            row["objective"] = "sft"  # PSFT warm-up
+        self.last = row
+        run.log(writer, row, epoch=run.step / self.steps_per_epoch)
+        if self.clipped_writer is not None and run.step % cfg.clipped_tokens_every == 0:
+            top = [
+                [self.tokenizer.decode([t]), c] for t, c in self.clipped.most_common(TOP_CLIPPED)
+            ]
+            total = sum(self.clipped.values())
+            self.clipped_writer.log(run.step, **{CLIPPED_TOKENS_KEY: top}, clipped_total=total)
+            self.clipped = Counter()
+        return now
+
+    def extra_state(self) -> dict[str, Any]:
+        """This trainer's part of a checkpoint: data position, θ_old cache, clipped counts."""
+        step, per = self.run.step, self.steps_per_batch
+        return {
+            "data_position": {"train_batch": step // per, "mini_batch": step % per},
+            "old_cache": self.old_cache,
+            "ratio_one_mini": self.ratio_one_mini,
+            "clipped": dict(self.clipped),
+        }
+
+    def finish(self, out_dir: Path, elapsed: float) -> dict[str, Any]:
+        run = self.run
+        stopped = run.step < run.total_steps
+        if not stopped:
+            run.finish(out_dir)
+        return {
+            "kind": self.kind,
+            "steps": run.step,
+            "total_steps": run.total_steps,
+            "stopped": stopped,
+            "final_loss": self.last.get("loss"),
+            "final_ce": self.last.get("ce"),
+            "final_entropy": self.last.get("entropy"),
+            "tokens_per_s": self.run_tokens / elapsed if elapsed > 0 else None,
+            "train_time_s": elapsed,
+            "resumed_from": run.resumed.path.name if run.resumed else None,
+            "data": self.data_stats.as_dict(),
+        }
+
+    # ----------------------------------------------------------------------------- forward passes
+
+    def forward_logp(self, m: torch.nn.Module, micro: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """`[B, T-1]` log-probs of the labels (0 off the response) and the response logits `[n, V]`."""
+        dev = self.rt.device
+        mask = micro["loss_mask"].to(dev).bool()
+        with self.rt.autocast():
+            logits = response_logits(
+                m, micro["input_ids"].to(dev), micro["attention_mask"].to(dev), mask
+            )
+        labels = micro["labels"].to(dev)[mask]
+        logp = L.token_logprobs(logits[None], labels[None])[0]
+        full = torch.zeros(mask.shape, dtype=logp.dtype, device=dev).masked_scatter(mask, logp)
+        return full, logits
+
+    @torch.no_grad()
+    def logp_pass(self, m: torch.nn.Module, micros: list[dict[str, Tensor]], entropy: bool) -> Pass:
+        """(log-probs, entropies or None) per micro-batch, without grad: θ_old and reference passes."""
+        out = []
+        for micro in micros:
+            logp, logits = self.forward_logp(m, micro)
+            ent = None
+            if entropy:
+                mask = micro["loss_mask"].to(self.rt.device).bool()
+                ent = torch.zeros_like(logp).masked_scatter(mask, L.token_entropy(logits))
+            out.append((logp, ent))
+        return out
+
+
+def objective(kind: str, cfg: Any, at_step: int) -> tuple[str, LossFn]:
+    """The objective of optimizer step `at_step`: (name, (logp, mask, old, ref, denom) → (loss,
+    metrics)). PSFT is plain SFT during its warm-up."""
+    agg = cfg.loss_agg_mode
+    if kind == "sft" and cfg.kl is not None:
+        return "sft-kl", lambda lp, m, old, ref, d: L.sft_kl_loss(
+            lp, ref, m, cfg.kl.coef, cfg.kl.estimator, agg, d
+        )
+    if kind == "sft" or (kind == "psft" and at_step < cfg.warmup_sft_steps):
+        return "sft", lambda lp, m, old, ref, d: (L.sft_loss(lp, m, agg, d), {})
+    if kind == "psft":
+        return "psft", lambda lp, m, old, ref, d: L.psft_loss(
+            lp, old, m, cfg.clip_low, cfg.clip_high, agg, d
+        )
+    if kind == "dft":
+        return "dft", lambda lp, m, old, ref, d: (L.dft_loss(lp, m, agg, d), {})
+    return "iwsft", lambda lp, m, old, ref, d: L.iwsft_loss(
+        lp, ref, m, cfg.level, cfg.weight_clip, agg, d
+    )
+
+
+def last_row(path: Path) -> dict[str, Any]:
     try:
-        with MetricsWriter(metrics_path) as writer:
-            while step < total_steps:
-                b, first_mini = divmod(step, steps_per_batch)  # first_mini > 0 only on resume
-                epoch, b_in_epoch = divmod(b, n_batches_epoch)
-                if epoch_order[0] != epoch:
-                    epoch_order = (
-                        epoch,
-                        train_batches(lengths, cfg.train_batch_size, cfg.seed, epoch),
-                    )
-                batch = [examples[i] for i in epoch_order[1][b_in_epoch]]
-                minis = [
-                    [collate(mb, pad_id) for mb in mini]
-                    for mini in split_batch(batch, mini_size, cfg.micro_batch_size)
-                ]
-                t_step = time.perf_counter()
-                if first_mini == 0:  # a new train batch: θ_old will be refreshed
-                    old_cache, ratio_one_mini = None, None
-                elif old_cache and psft and cfg.entropy_top_frac is not None:
-                    _apply_entropy_selection(
-                        old_cache, minis, cfg.entropy_top_frac
-                    )  # resumed mid-batch
-
-                # (1) reference log-probs, once per train batch (PSFT's "initial" θ_old: step 2)
-                ref_cache = {}
-                if ref_model is not None and not psft:
-                    ref_cache = {
-                        j: logp_pass(ref_model, minis[j], False)
-                        for j in range(first_mini, steps_per_batch)
-                    }
-
-                for j in range(first_mini, steps_per_batch):
-                    name, loss_fn = objective(step)
-                    # (2) θ_old log-probs, once per train batch, at its first PSFT step
-                    if name == "psft" and old_cache is None:
-                        ent = cfg.entropy_top_frac is not None
-                        if cfg.old_policy == "initial":
-                            old_cache = {
-                                k: logp_pass(ref_model, minis[k], ent)
-                                for k in range(j, steps_per_batch)
-                            }
-                        else:
-                            # θ_old = θ right now, so mini-batch j has ratio 1 and needs no pass of
-                            # its own (its old log-probs are logp.detach()), except for PSFT-Ent's entropies
-                            ratio_one_mini = j
-                            later = range(j if ent else j + 1, steps_per_batch)
-                            old_cache = {k: logp_pass(model, minis[k], ent) for k in later}
-                        if ent:
-                            _apply_entropy_selection(old_cache, minis, cfg.entropy_top_frac)
-
-                    # (3) one optimizer step per mini-batch
-                    row = optimizer_step(j, minis[j], name, loss_fn)
-                    step += 1
-
-                    # ---- bookkeeping: metrics, clipped tokens, checkpoint, progress
-                    now = time.perf_counter()
-                    row["tokens_per_s"] = row["tokens"] / max(
-                        now - t_step, 1e-9
-                    )  # incl. θ_old/ref passes
-                    t_step = now
-                    run_tokens += row["tokens"]
-                    if psft and name == "sft":
-                        row["objective"] = "sft"  # PSFT warm-up
-                    last = row
-                    if step % cfg.log_every == 0 or step == total_steps:
-                        writer.log(step, epoch=step / steps_per_epoch, **row)
-                        write_progress(metrics_path.parent, step, total_steps)
-                    if clipped_writer is not None and step % cfg.clipped_tokens_every == 0:
-                        top = [
-                            [tokenizer.decode([t]), c] for t, c in clipped.most_common(TOP_CLIPPED)
-                        ]
-                        clipped_writer.log(
-                            step, **{CLIPPED_TOKENS_KEY: top}, clipped_total=sum(clipped.values())
-                        )
-                        clipped = Counter()
-                    at_end = step in (total_steps, stop_after)
-                    if at_end or (cfg.save_every and step % cfg.save_every == 0):
-                        save_checkpoint()
-                    if on_step is not None:
-                        on_step(step, model, tokenizer)
-                    if bar is not None:
-                        bar.update(step, row)
-                    if at_end:
-                        break
-                if step == stop_after:
-                    break
-    finally:
-        if clipped_writer is not None:
-            clipped_writer.close()
-        if bar is not None:
-            bar.stop()
-
-    stopped = step < total_steps
-
-    elapsed = time.perf_counter() - run_start
-    if not stopped:
-        save_model_dir(model, tokenizer, out_dir, save_dtype)
-    return {
-        "kind": kind,
-        "steps": step,
-        "total_steps": total_steps,
-        "stopped": stopped,
-        "final_loss": last.get("loss"),
-        "final_ce": last.get("ce"),
-        "final_entropy": last.get("entropy"),
-        "tokens_per_s": run_tokens / elapsed if elapsed > 0 else None,
-        "train_time_s": elapsed,
-        "resumed_from": ckpt.name if ckpt else None,
-        "data": data_stats.as_dict(),
-    }
-
-
-def _checkpoint_dtype(model_path: Path) -> torch.dtype:
-    """The dtype the input model was stored in; the output is saved the same way (bf16 in, bf16 out)."""
-    from transformers import AutoConfig
-
-    dt = getattr(AutoConfig.from_pretrained(model_path), "dtype", None)
-    if isinstance(dt, str):
-        dt = getattr(torch, dt, None)
-    return dt if isinstance(dt, torch.dtype) else torch.float32
+        lines = path.read_text().splitlines()
+    except OSError:
+        return {}
+    return json.loads(lines[-1]) if lines else {}
 
 
 # Architectures whose logits are exactly lm_head(final hidden state): for them the vocabulary
 # projection is applied to response positions only (it and the fp32 log-softmax over [T, V] are
 # a large share of a forward pass). Others (e.g. Gemma-2's logit soft-capping) take the full path.
-_PLAIN_LM_HEAD = {"qwen2", "qwen3", "llama", "mistral"}
+PLAIN_LM_HEAD = {"qwen2", "qwen3", "llama", "mistral"}
 
 
-def _response_logits(
+def response_logits(
     model: torch.nn.Module, input_ids: Tensor, attention_mask: Tensor, mask: Tensor
 ) -> Tensor:
     """Logits at the response positions, `[n, V]` with n = mask.sum(); row k predicts the k-th
     response token (position t predicts token t+1: `mask` is over the shifted labels `[B, T-1]`)."""
-    if getattr(model.config, "model_type", None) in _PLAIN_LM_HEAD:
+    if getattr(model.config, "model_type", None) in PLAIN_LM_HEAD:
         hidden = model.get_decoder()(
             input_ids=input_ids, attention_mask=attention_mask
         ).last_hidden_state
@@ -582,42 +427,29 @@ def _response_logits(
     return model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1][mask]
 
 
-def _mini_denom(masks: list[Tensor], mode: str) -> Tensor:
-    """`losses.agg_denom` of the whole mini-batch, from its micro-batch masks (padded differently)."""
-    n_tok = sum(m.sum() for m in masks).float()
-    n_seq = sum((m.sum(-1) > 0).sum() for m in masks).float()
-    if mode == "token-mean":
-        d = n_tok
-    elif mode == "seq-mean-token-sum-norm":
-        d = n_seq * max(m.shape[-1] for m in masks)
-    else:
-        d = n_seq
-    return d.clamp(min=1.0)
-
-
-def _apply_entropy_selection(
-    old_cache: dict[int, list[tuple[Tensor, Tensor | None]]],
-    minis: list[list[dict[str, Tensor]]],
-    frac: float,
+def select_top_entropy(
+    old_cache: dict[int, Pass], minis: list[list[dict[str, Tensor]]], frac: float
 ) -> None:
-    """PSFT-Ent: mark `train_mask` = top `frac` of the cached mini-batches' response tokens by
-    θ_old's entropy, ranked jointly over all of them (a train-batch-wide threshold)."""
-    ents, masks = [], []
-    for j, entries in old_cache.items():
-        for i, (_, ent) in enumerate(entries):
-            m = minis[j][i]["loss_mask"].to(ent.device).bool()
-            ents.append(ent[m])
-            masks.append((j, i, m))
-    pool = torch.cat(ents)
-    k = max(1, math.ceil(frac * pool.numel()))
-    threshold = pool.float().topk(k).values.min()
-    for (j, i, m), (_, ent) in zip(
-        masks, [e for es in old_cache.values() for e in es], strict=True
-    ):
-        minis[j][i]["train_mask"] = (m & (ent >= threshold)).long().cpu()
+    """PSFT-Ent: set `train_mask` = top `frac` of the cached mini-batches' response tokens by
+    θ_old's entropy, ranked jointly over all of them (a train-batch-wide threshold): the
+    micro-batches are padded to one width and stacked for `losses.top_entropy_mask`."""
+    keys = [(j, i) for j, entries in old_cache.items() for i in range(len(entries))]
+    ents = [old_cache[j][i][1] for j, i in keys]
+    masks = [minis[j][i]["loss_mask"].to(e.device) for (j, i), e in zip(keys, ents, strict=True)]
+    width = max(e.shape[-1] for e in ents)
+    keep = L.top_entropy_mask(
+        torch.cat([F.pad(e, (0, width - e.shape[-1])) for e in ents]),
+        torch.cat([F.pad(m, (0, width - m.shape[-1])) for m in masks]),
+        frac,
+    )
+    rows = keep.split([e.shape[0] for e in ents])
+    for (j, i), m, r in zip(keys, masks, rows, strict=True):
+        minis[j][i]["train_mask"] = r[:, : m.shape[-1]].long().cpu()
 
 
-class _ProgressBar:
+class ProgressBar:
+    """A rich progress bar with the last loss and entropy (interactive runs only)."""
+
     def __init__(self, total: int, done: int) -> None:
         from rich.progress import (
             BarColumn,

@@ -16,20 +16,17 @@ therefore takes an optional `denom`; left at None it is the batch's own.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from collections.abc import Sequence
+from typing import Literal, get_args
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-AggMode = Literal[
-    "token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm"
-]
-AGG_MODES: tuple[str, ...] = (
-    "token-mean",
-    "seq-mean-token-sum",
-    "seq-mean-token-mean",
-    "seq-mean-token-sum-norm",
-)
+from psft_orchestrator.training.config import LossAgg
+
+# the modes are defined once, with the config field that selects them (torch-free, for --plan)
+AGG_MODES: tuple[str, ...] = get_args(LossAgg)
 
 # Bound of log(ratio) before exp(), as in verl: exp(20) ≈ 4.9e8 is finite in fp32 and far past any
 # clip range, so the clamp only guards against inf/nan and never changes a clipped loss.
@@ -39,8 +36,11 @@ LOG_RATIO_CLAMP = 20.0
 # ----------------------------------------------------------------------------- aggregation
 
 
-def agg_denom(mask: Tensor, mode: str, horizon: int | None = None) -> Tensor:
+def agg_denom(mask: Tensor | Sequence[Tensor], mode: str, horizon: int | None = None) -> Tensor:
     """The divisor `D` that `agg_loss` uses for this mask (a 0-dim float tensor, at least 1).
+
+    `mask` may be a list of micro-batch masks padded to different widths: they count as one
+    batch padded to the widest (pass the list of a mini-batch for exact accumulation).
 
         token-mean               D = Σ_it m_it                    (response tokens)
         seq-mean-token-sum       D = S                            (rows with ≥ 1 response token)
@@ -52,6 +52,9 @@ def agg_denom(mask: Tensor, mode: str, horizon: int | None = None) -> Tensor:
     """
     if mode not in AGG_MODES:
         raise ValueError(f"unknown loss_agg_mode {mode!r}; expected one of {AGG_MODES}")
+    if not isinstance(mask, Tensor):
+        width = max(m.shape[-1] for m in mask)
+        mask = torch.cat([F.pad(m.float(), (0, width - m.shape[-1])) for m in mask])
     m = mask.to(torch.float32)
     if mode == "token-mean":
         d = m.sum()

@@ -11,6 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from psft_orchestrator.training import checkpoint
 from psft_orchestrator.training.config import (
     DFTConfig,
     IWSFTConfig,
@@ -18,7 +19,8 @@ from psft_orchestrator.training.config import (
     PSFTConfig,
     SFTConfig,
 )
-from psft_orchestrator.training.loop import NonFiniteLossError, latest_checkpoint, train
+from psft_orchestrator.training.loop import train
+from psft_orchestrator.training.recipe import NonFiniteLossError
 
 BASE = dict(lr=3e-3, lr_scheduler="constant", seed=7)
 
@@ -28,6 +30,11 @@ def run(kind, cfg, model, data, root: Path, **kw):
         kind, cfg, model, data, root / "out", root / "ckpt", root / "metrics.jsonl", **kw
     )
     return summary, read_rows(root / "metrics.jsonl")
+
+
+def latest_checkpoint(checkpoint_dir: Path) -> Path | None:
+    found = checkpoint.latest(checkpoint_dir)
+    return found.path if found else None
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -188,6 +195,7 @@ def test_non_finite_loss_names_the_step_and_keeps_the_last_checkpoint(
     name = next(k for k in w if "embed_tokens" in k)
     w[name][:] = float("nan")
     save_file(w, ckpt / "model" / "model.safetensors", metadata={"format": "pt"})
+    checkpoint.write_marker(ckpt, 2)  # saved as a complete checkpoint: not a torn file
     with pytest.raises(NonFiniteLossError, match="step 3"):
         run("sft", cfg, micro_model, reverse_data, tmp_path)
     assert latest_checkpoint(tmp_path / "ckpt") == ckpt and not (tmp_path / "out").exists()

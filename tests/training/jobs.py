@@ -1,16 +1,9 @@
-"""Fixtures for the preference/RL tests: the toy micro model, toy preference pairs, a Job builder."""
+"""A Job builder for the trainers that take a Job (DPO, GRPO), and its metrics reader."""
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
-
-import pytest
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def make_job(
@@ -40,10 +33,3 @@ def make_job(
 
 def read_metrics(job) -> list[dict]:
     return [json.loads(ln) for ln in (job.out / "metrics.jsonl").read_text().splitlines()]
-
-
-@pytest.fixture(scope="session")
-def pairs(tmp_path_factory) -> Path:
-    from psft_orchestrator.data.toy.tasks import write_toy_data
-
-    return write_toy_data("preference", 16, 0, tmp_path_factory.mktemp("pairs") / "pairs.jsonl")

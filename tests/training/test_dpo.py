@@ -11,7 +11,7 @@ import torch
 from psft_orchestrator.backends import llamafactory as lf
 from psft_orchestrator.training.dpo import dpo_loss, run_dpo, sequence_logps
 
-from .conftest import make_job, read_metrics
+from .jobs import make_job, read_metrics
 
 KEYS = {
     "step",

@@ -20,7 +20,7 @@ from psft_orchestrator.training.grpo import (
 )
 from psft_orchestrator.training.losses import kl_penalty, psft_loss
 
-from .conftest import make_job, read_metrics
+from .jobs import make_job, read_metrics
 
 
 def test_group_advantages_normalise_within_each_group():
