@@ -113,6 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("--spec", default=None, help="only nodes of this spec")
     sp.add_argument("--run", default=None, help="only nodes of this run (id, prefix or 'latest')")
+    sp.add_argument(
+        "--per-seed",
+        action="store_true",
+        help="one row per seed instead of the mean over seeds with its 95%% CI",
+    )
     sp.add_argument("--out", type=Path, default=None, help="also write the output to this file")
     sp.add_argument("--tables-dir", type=Path, action="append", default=None)
 
@@ -135,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--agg", default="mean", help="mean, median, min or max over matching rows (default mean)"
     )
     sp.add_argument("--decimals", type=int, default=2)
+    sp.add_argument("--run", default=None, help="only nodes of this run (id, prefix or 'latest')")
     fmt_arg(sp, ("markdown", "latex", "csv", "json", "table"), "markdown")
 
     sp = cmd(
@@ -458,6 +464,7 @@ def cmd_table(args: argparse.Namespace) -> int:
             with_paper=args.paper_source if args.with_paper and not args.source else None,
             spec=args.spec,
             run=_run_id(con, args.run) if args.run else None,
+            per_seed=args.per_seed,
         )
     if not grid.rows:
         where = f"imported source {args.source!r}" if args.source else "the index"
@@ -497,7 +504,14 @@ def cmd_pivot(args: argparse.Namespace) -> int:
     where = parse_where(args.where)
     with reader(_workspace(args)) as con:
         grid = pivot(
-            con, rows, cols, where, source=args.source, aggregate=args.agg, decimals=args.decimals
+            con,
+            rows,
+            cols,
+            where,
+            source=args.source,
+            aggregate=args.agg,
+            decimals=args.decimals,
+            run=_run_id(con, args.run) if args.run else None,
         )
     sys.stdout.write(render(grid, args.format))
     return 0
