@@ -157,6 +157,28 @@ def build_parser() -> argparse.ArgumentParser:
         "rebuild the index from the workspace's artifacts, run records and imports",
     )
 
+    sp = cmd(
+        "compare",
+        cmd_compare,
+        "paired difference A - B (methods or eval nodes) over benchmark items and seeds, "
+        "with a bootstrap 95%% CI and p-value",
+    )
+    sp.add_argument("a", help="a method (eval nodes' method label), node id or fingerprint prefix")
+    sp.add_argument("b", help="the same for the other side")
+    sp.add_argument(
+        "--benchmark", default="*", help="benchmark name or glob, e.g. '*ood*' (default: all)"
+    )
+    sp.add_argument("--run", default=None, help="only nodes of this run (id, prefix or 'latest')")
+    fmt_arg(sp, ("table", "json"), "table")
+
+    sp = cmd(
+        "claims",
+        cmd_claims,
+        "the paper's four claims checked on the index: difference, 95%% CI, verdict",
+    )
+    sp.add_argument("--run", default=None, help="only nodes of this run (id, prefix or 'latest')")
+    fmt_arg(sp, ("table", "json"), "table")
+
     sp = cmd("plot", cmd_plot, "draw a figure as PNG")
     sp.add_argument(
         "kind",
@@ -543,6 +565,39 @@ def cmd_reindex(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    import json
+
+    from psft_orchestrator.results.compare import compare
+    from psft_orchestrator.results.store import reader
+
+    with reader(_workspace(args)) as con:
+        run = _run_id(con, args.run) if args.run else None
+        result = compare(con, args.a, args.b, args.benchmark, run)
+    if args.format == "json":
+        print(json.dumps(result.as_dict(), indent=2))
+    else:
+        sys.stdout.write(result.text())
+    return 0
+
+
+def cmd_claims(args: argparse.Namespace) -> int:
+    import dataclasses
+    import json
+
+    from psft_orchestrator.results.claims import check_claims, render_claims
+    from psft_orchestrator.results.store import reader
+
+    with reader(_workspace(args)) as con:
+        run = _run_id(con, args.run) if args.run else None
+        claims = check_claims(con, run)
+    if args.format == "json":
+        print(json.dumps([dataclasses.asdict(c) for c in claims], indent=2))
+    else:
+        sys.stdout.write(render_claims(claims))
+    return 0
+
+
 def cmd_plot(args: argparse.Namespace) -> int:
     from psft_orchestrator.results import figures
     from psft_orchestrator.results.store import reader
@@ -554,9 +609,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
         nodes = (
             [_resolve_node(con, r.strip()) for r in args.nodes.split(",")] if args.nodes else None
         )
-        sel = figures.Selection(
-            nodes=nodes, run=args.run, spec=args.spec, where=parse_where(args.where)
-        )
+        run = _run_id(con, args.run) if args.run else None
+        sel = figures.Selection(nodes=nodes, run=run, spec=args.spec, where=parse_where(args.where))
         if args.kind == "dynamics":
             keys = [
                 k.strip()
