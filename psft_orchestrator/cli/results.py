@@ -183,7 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "kind",
         choices=FIGURE_KINDS,
-        help="dynamics: metrics vs step (Fig. 1); eval: score vs step "
+        help="dynamics: metrics vs epochs, one colour and seed band per method (Fig. 1); "
+        "eval: score vs step "
         "(Figs. 2-3); dpo-rewards: chosen/rejected rewards (Fig. 6b); clipped-tokens (Fig. 8)",
     )
     sp.add_argument(
@@ -197,8 +198,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--keys",
         default=None,
-        help="dynamics: metric keys (default entropy,loss,clipfrac,grad_norm)",
+        help="dynamics: metric keys (default entropy,ce,clipfrac,grad_norm; ce = token "
+        "cross-entropy, comparable across methods, unlike PSFT's surrogate `loss`)",
     )
+    sp.add_argument("--pretrain", action="store_true", help="dynamics: include pretraining nodes")
     sp.add_argument(
         "--benchmarks", default=None, help="eval: comma-separated benchmark globs (default all)"
     )
@@ -612,12 +615,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
         run = _run_id(con, args.run) if args.run else None
         sel = figures.Selection(nodes=nodes, run=run, spec=args.spec, where=parse_where(args.where))
         if args.kind == "dynamics":
-            keys = [
-                k.strip()
-                for k in (args.keys or "entropy,loss,clipfrac,grad_norm").split(",")
-                if k.strip()
-            ]
-            fig = figures.training_dynamics(con, sel, keys)
+            keys = [k.strip() for k in args.keys.split(",") if k.strip()] if args.keys else None
+            fig = figures.training_dynamics(con, sel, keys, pretrain=args.pretrain)
         elif args.kind == "eval":
             globs = [b.strip() for b in args.benchmarks.split(",")] if args.benchmarks else ["*"]
             fig = figures.eval_vs_step(con, sel, globs, mean=args.mean)
