@@ -372,6 +372,7 @@ class NodeCells:
     fingerprint: str
     seed: str
     values: list[float | None]
+    node_id: str = ""
 
 
 @dataclass
@@ -411,27 +412,36 @@ def node_cells(
     sql = f"""
         WITH cols AS ({cols}),
         sel AS (
-            SELECT {", ".join(dims)}, c.col, s.metric, s.value, n.fingerprint, n.seed,
+            SELECT {", ".join(dims)}, c.col, s.metric, s.value, n.fingerprint, n.seed, n.node_id,
                    row_number() OVER (PARTITION BY n.fingerprint, c.col, s.benchmark, s.metric
                                       ORDER BY s.step IS NULL DESC, s.step DESC) AS rk
             FROM nodes n JOIN scores s ON s.fingerprint = n.fingerprint
             JOIN cols c ON lower(s.benchmark) = c.bench AND s.metric GLOB c.metric_glob
             WHERE {" AND ".join(where)}
         )
-        SELECT {dim_names}, col, list(DISTINCT metric ORDER BY metric), avg(value), fingerprint, seed
-        FROM sel WHERE rk = 1 GROUP BY {dim_names}, col, fingerprint, seed
+        SELECT {dim_names}, col, list(DISTINCT metric ORDER BY metric), avg(value), fingerprint,
+               seed, node_id
+        FROM sel WHERE rk = 1 GROUP BY {dim_names}, col, fingerprint, seed, node_id
     """
     nd = len(tdef.rows)
     by_node: dict[str, NodeCells] = {}
     row_metrics: dict[tuple[tuple[str, ...], int], set[str]] = {}
     for rec in con.execute(sql, params.values).fetchall():
         key = tuple("–" if v is None else str(v) for v in rec[:nd])
-        col, found, value, fp, seed = rec[nd : nd + 5]
+        col, found, value, fp, seed, node_id = rec[nd : nd + 6]
         row_metrics.setdefault((key, col), set()).update(found)
+        seed_text = "–" if seed is None else str(seed)
         cells = by_node.setdefault(
-            fp, NodeCells(key, fp, "–" if seed is None else str(seed), [None] * len(columns))
+            fp, NodeCells(key, fp, seed_text, [None] * len(columns), node_id)
         )
         cells.values[col] = value
+    _check_one_metric(tdef, columns, row_metrics)
+    return _by_appearance(con, tdef, list(by_node.values()), run)
+
+
+def _check_one_metric(
+    tdef: TableDef, columns: list[Column], row_metrics: dict[tuple[tuple[str, ...], int], set[str]]
+) -> None:
     for (key, col), found in row_metrics.items():
         if len(found) > 1:
             raise UsageError(
@@ -439,7 +449,56 @@ def node_cells(
                 f"({', '.join(sorted(found))}) for row {' / '.join(key)}; set `metric:` for that "
                 f"column in {tdef.source_file or 'its definition'}"
             )
-    return list(by_node.values())
+
+
+def _by_appearance(
+    con: duckdb.DuckDBPyConnection, tdef: TableDef, nodes: list[NodeCells], run: str | None
+) -> list[NodeCells]:
+    """One entry per (node, row key) under which runs listed it.
+
+    Two plan nodes can share a fingerprint (a toy profile maps both paper models to one toy
+    model): the node is built once and its manifest carries the first one's labels, but the
+    run record lists both node ids. Their coordinates (`eval[model=...,method=...]`) give each
+    appearance its own row key, so the node shows under both models.
+    """
+    if not nodes:
+        return nodes
+    scope = "" if run is None else " AND run_id = $run"
+    rows = con.execute(
+        "SELECT DISTINCT fingerprint, node_id FROM run_nodes WHERE status IN ('success', 'cached') "
+        f"AND fingerprint IN (SELECT unnest($fps::VARCHAR[])){scope}",
+        {"fps": [n.fingerprint for n in nodes], **({} if run is None else {"run": run})},
+    ).fetchall()
+    seen: dict[str, list[str]] = {}
+    for fp, node_id in rows:
+        seen.setdefault(fp, []).append(node_id)
+    out: list[NodeCells] = []
+    for node in nodes:
+        own = coords_of(node.node_id)
+        # only row fields whose label is the node's own coordinate can differ by appearance
+        # (not e.g. method "SFT->DPO" on a node whose coordinate is method=SFT)
+        from_coords = [d in own and own[d] == v for d, v in zip(tdef.rows, node.key, strict=True)]
+        keys = {node.key} if run is None or node.fingerprint not in seen else set()
+        for node_id in seen.get(node.fingerprint, []):
+            coords = coords_of(node_id)
+            keys.add(
+                tuple(
+                    coords.get(d, v) if use else v
+                    for d, v, use in zip(tdef.rows, node.key, from_coords, strict=True)
+                )
+            )
+        out += [
+            NodeCells(k, node.fingerprint, node.seed, node.values, node.node_id)
+            for k in sorted(keys)
+        ]
+    return out
+
+
+def coords_of(node_id: str) -> dict[str, str]:
+    """'eval[model=Qwen,method=SFT]' -> {'model': 'Qwen', 'method': 'SFT'} (text values)."""
+    inner = node_id.partition("[")[2].rstrip("]")
+    pairs = (part.partition("=") for part in inner.split(",") if "=" in part)
+    return {k: v for k, _, v in pairs}
 
 
 def aggregate_rows(

@@ -132,3 +132,44 @@ def test_pivot_takes_run(ws: Path, capsys):
     assert main([*argv, "--run", "latest", "--format", "csv"]) == 0
     assert "toy_math" in capsys.readouterr().out
     assert main([*argv, "--run", "nope"]) == 2
+
+
+def test_shared_node_shows_under_every_model_it_stood_for(tmp_path: Path, capsys):
+    """A toy profile maps two paper models to one toy model: one eval node, listed in the run
+    under both models' node ids, fills both models' rows; a label that is not a coordinate
+    (method SFT->DPO on a node with coordinate method=SFT) is kept."""
+    ws = tmp_path / "ws"
+    score = [{"suite": "math", "benchmark": "toy_math", "metric": "avg@4", "value": 30.0}]
+    shared, _ = write_node(
+        ws,
+        stage="eval",
+        kind="eval",
+        node_id="eval[model=Qwen,method=SFT]",
+        labels={"model": "Qwen", "method": "SFT"},
+        scores=score,
+    )
+    dpo, _ = write_node(
+        ws,
+        stage="eval_dpo",
+        kind="eval",
+        node_id="eval_dpo[model=Qwen,method=SFT]",
+        labels={"model": "Qwen", "method": "SFT->DPO"},
+        scores=score,
+    )
+    nodes = [
+        {"node_id": f"{stage}[model={model},method=SFT]", "stage": stage, "fingerprint": fp}
+        for model in ("Qwen", "Llama")
+        for stage, fp in (("eval", shared), ("eval_dpo", dpo))
+    ]
+    write_run_record(ws, "demo-00000000-20261122T131500", "demo", nodes)
+    reindex(ws)
+    (tmp_path / "tables").mkdir()
+    (tmp_path / "tables" / "seeds.yaml").write_text(TABLE)
+    for extra in ([], ["--run", "latest"]):
+        rows = list(csv.DictReader(io.StringIO(table(ws, capsys, "--format", "csv", *extra))))
+        assert sorted((r["model"], r["method"], r["math"]) for r in rows) == [
+            ("Llama", "SFT", "30.00"),
+            ("Llama", "SFT->DPO", "30.00"),
+            ("Qwen", "SFT", "30.00"),
+            ("Qwen", "SFT->DPO", "30.00"),
+        ]
