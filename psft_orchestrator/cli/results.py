@@ -113,6 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("--spec", default=None, help="only nodes of this spec")
     sp.add_argument("--run", default=None, help="only nodes of this run (id, prefix or 'latest')")
+    sp.add_argument(
+        "--per-seed",
+        action="store_true",
+        help="one row per seed instead of the mean over seeds with its 95%% CI",
+    )
     sp.add_argument("--out", type=Path, default=None, help="also write the output to this file")
     sp.add_argument("--tables-dir", type=Path, action="append", default=None)
 
@@ -135,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--agg", default="mean", help="mean, median, min or max over matching rows (default mean)"
     )
     sp.add_argument("--decimals", type=int, default=2)
+    sp.add_argument("--run", default=None, help="only nodes of this run (id, prefix or 'latest')")
     fmt_arg(sp, ("markdown", "latex", "csv", "json", "table"), "markdown")
 
     sp = cmd(
@@ -151,11 +157,34 @@ def build_parser() -> argparse.ArgumentParser:
         "rebuild the index from the workspace's artifacts, run records and imports",
     )
 
+    sp = cmd(
+        "compare",
+        cmd_compare,
+        "paired difference A - B (methods or eval nodes) over benchmark items and seeds, "
+        "with a bootstrap 95%% CI and p-value",
+    )
+    sp.add_argument("a", help="a method (eval nodes' method label), node id or fingerprint prefix")
+    sp.add_argument("b", help="the same for the other side")
+    sp.add_argument(
+        "--benchmark", default="*", help="benchmark name or glob, e.g. '*ood*' (default: all)"
+    )
+    sp.add_argument("--run", default=None, help="only nodes of this run (id, prefix or 'latest')")
+    fmt_arg(sp, ("table", "json"), "table")
+
+    sp = cmd(
+        "claims",
+        cmd_claims,
+        "the paper's four claims checked on the index: difference, 95%% CI, verdict",
+    )
+    sp.add_argument("--run", default=None, help="only nodes of this run (id, prefix or 'latest')")
+    fmt_arg(sp, ("table", "json"), "table")
+
     sp = cmd("plot", cmd_plot, "draw a figure as PNG")
     sp.add_argument(
         "kind",
         choices=FIGURE_KINDS,
-        help="dynamics: metrics vs step (Fig. 1); eval: score vs step "
+        help="dynamics: metrics vs epochs, one colour and seed band per method (Fig. 1); "
+        "eval: score vs step "
         "(Figs. 2-3); dpo-rewards: chosen/rejected rewards (Fig. 6b); clipped-tokens (Fig. 8)",
     )
     sp.add_argument(
@@ -169,8 +198,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--keys",
         default=None,
-        help="dynamics: metric keys (default entropy,loss,clipfrac,grad_norm)",
+        help="dynamics: metric keys (default entropy,ce,clipfrac,grad_norm; ce = token "
+        "cross-entropy, comparable across methods, unlike PSFT's surrogate `loss`)",
     )
+    sp.add_argument("--pretrain", action="store_true", help="dynamics: include pretraining nodes")
     sp.add_argument(
         "--benchmarks", default=None, help="eval: comma-separated benchmark globs (default all)"
     )
@@ -458,6 +489,7 @@ def cmd_table(args: argparse.Namespace) -> int:
             with_paper=args.paper_source if args.with_paper and not args.source else None,
             spec=args.spec,
             run=_run_id(con, args.run) if args.run else None,
+            per_seed=args.per_seed,
         )
     if not grid.rows:
         where = f"imported source {args.source!r}" if args.source else "the index"
@@ -497,7 +529,14 @@ def cmd_pivot(args: argparse.Namespace) -> int:
     where = parse_where(args.where)
     with reader(_workspace(args)) as con:
         grid = pivot(
-            con, rows, cols, where, source=args.source, aggregate=args.agg, decimals=args.decimals
+            con,
+            rows,
+            cols,
+            where,
+            source=args.source,
+            aggregate=args.agg,
+            decimals=args.decimals,
+            run=_run_id(con, args.run) if args.run else None,
         )
     sys.stdout.write(render(grid, args.format))
     return 0
@@ -529,6 +568,39 @@ def cmd_reindex(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    import json
+
+    from psft_orchestrator.results.compare import compare
+    from psft_orchestrator.results.store import reader
+
+    with reader(_workspace(args)) as con:
+        run = _run_id(con, args.run) if args.run else None
+        result = compare(con, args.a, args.b, args.benchmark, run)
+    if args.format == "json":
+        print(json.dumps(result.as_dict(), indent=2))
+    else:
+        sys.stdout.write(result.text())
+    return 0
+
+
+def cmd_claims(args: argparse.Namespace) -> int:
+    import dataclasses
+    import json
+
+    from psft_orchestrator.results.claims import check_claims, render_claims
+    from psft_orchestrator.results.store import reader
+
+    with reader(_workspace(args)) as con:
+        run = _run_id(con, args.run) if args.run else None
+        claims = check_claims(con, run)
+    if args.format == "json":
+        print(json.dumps([dataclasses.asdict(c) for c in claims], indent=2))
+    else:
+        sys.stdout.write(render_claims(claims))
+    return 0
+
+
 def cmd_plot(args: argparse.Namespace) -> int:
     from psft_orchestrator.results import figures
     from psft_orchestrator.results.store import reader
@@ -540,16 +612,11 @@ def cmd_plot(args: argparse.Namespace) -> int:
         nodes = (
             [_resolve_node(con, r.strip()) for r in args.nodes.split(",")] if args.nodes else None
         )
-        sel = figures.Selection(
-            nodes=nodes, run=args.run, spec=args.spec, where=parse_where(args.where)
-        )
+        run = _run_id(con, args.run) if args.run else None
+        sel = figures.Selection(nodes=nodes, run=run, spec=args.spec, where=parse_where(args.where))
         if args.kind == "dynamics":
-            keys = [
-                k.strip()
-                for k in (args.keys or "entropy,loss,clipfrac,grad_norm").split(",")
-                if k.strip()
-            ]
-            fig = figures.training_dynamics(con, sel, keys)
+            keys = [k.strip() for k in args.keys.split(",") if k.strip()] if args.keys else None
+            fig = figures.training_dynamics(con, sel, keys, pretrain=args.pretrain)
         elif args.kind == "eval":
             globs = [b.strip() for b in args.benchmarks.split(",")] if args.benchmarks else ["*"]
             fig = figures.eval_vs_step(con, sel, globs, mean=args.mean)

@@ -1,7 +1,14 @@
 """The paper's figures, redrawn from the index as PNG (matplotlib, Agg backend).
 
-- `training_dynamics`: entropy / loss / clipfrac / grad_norm vs step, one line per node (Fig. 1).
+- `training_dynamics`: entropy / token cross-entropy / clipfrac / grad_norm against epochs (or
+  steps, for nodes that do not log `epoch`), one line per method: the mean over its seeds,
+  with a band from the lowest to the highest seed (Fig. 1). Not optimizer steps, since PSFT
+  takes train batch / mini-batch times as many. Pretraining is left out unless asked for.
+  `ce` (token cross-entropy, logged for every method) is the comparable loss; PSFT's `loss`
+  is its clipped surrogate, about -1, and is not plotted by default.
 - `eval_vs_step`: score vs training step from intermediate evals (Figs. 2-3, 5, 9).
+
+Each method has one colour in every panel and figure (`method_colour`).
 - `dpo_rewards`: DPO rewards/chosen and rewards/rejected vs step (Fig. 6b).
 - `clipped_tokens`: the most often clipped tokens (Fig. 8), from `clipped_tokens.jsonl` in the
   node directory ({"step": N, "clipped_tokens": [[token, count], ...]} per line, as the native
@@ -14,6 +21,7 @@ Each function returns a matplotlib Figure (tests inspect its lines); `save()` wr
 from __future__ import annotations
 
 import json
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,6 +101,31 @@ def _plt() -> Any:
     return plt
 
 
+DEFAULT_DYNAMICS_KEYS = ("entropy", "ce", "clipfrac", "grad_norm")
+# Fixed colours for the paper's methods; any other method gets a stable colour from its name.
+METHOD_COLOURS = {
+    "Original": "black",
+    "SFT": "tab:blue",
+    "PSFT": "tab:orange",
+    "PSFT_warmup": "tab:green",
+    "DFT": "tab:red",
+    "SFT_KL": "tab:purple",
+    "iwSFT": "tab:brown",
+    "SFT_prolong": "tab:cyan",
+    "PSFT_prolong": "tab:olive",
+    "SFT->GRPO": "navy",
+    "PSFT->GRPO": "darkorange",
+    "SFT->DPO": "steelblue",
+    "PSFT->DPO": "goldenrod",
+}
+_SPARE = ("tab:pink", "tab:gray", "darkgreen", "maroon", "teal", "indigo", "crimson", "sienna")
+
+
+def method_colour(method: str) -> str:
+    """The same colour for a method in every panel and every figure."""
+    return METHOD_COLOURS.get(method) or _SPARE[zlib.crc32(method.encode()) % len(_SPARE)]
+
+
 def _series(con: duckdb.DuckDBPyConnection, fp: str, key: str) -> tuple[list[float], list[float]]:
     rows = con.execute(
         "SELECT step, last(value) FROM metrics WHERE fingerprint = ? AND key = ? AND step IS NOT NULL "
@@ -102,13 +135,64 @@ def _series(con: duckdb.DuckDBPyConnection, fp: str, key: str) -> tuple[list[flo
     return [r[0] for r in rows], [r[1] for r in rows]
 
 
+def _progress_series(
+    con: duckdb.DuckDBPyConnection, fp: str, key: str
+) -> tuple[str, dict[float, float]]:
+    """{x: value} of one node's metric, x in epochs when the node logs `epoch`, else steps."""
+    steps, values = _series(con, fp, key)
+    epoch_steps, epochs = _series(con, fp, "epoch")
+    if epochs:
+        at = dict(zip(epoch_steps, epochs, strict=True))
+        pts = {round(at[s], 6): v for s, v in zip(steps, values, strict=True) if s in at}
+        if pts:
+            return "epoch", pts
+    return "step", dict(zip(map(float, steps), values, strict=True))
+
+
+def _method_groups(
+    con: duckdb.DuckDBPyConnection, sel: Selection, extra_where: str, params: _Params
+) -> dict[tuple[str, str], list[str]]:
+    """{(legend label, method): fingerprints of its seeds}, in model / method order."""
+    where = sel.sql(con, params)
+    rows = con.execute(
+        f"SELECT n.fingerprint, coalesce(n.method, n.node_id), coalesce(n.model, '') FROM nodes n "
+        f"WHERE {where} AND {extra_where} ORDER BY n.model, n.method, n.seed, n.node_id",
+        params.values,
+    ).fetchall()
+    models = {r[2] for r in rows}
+    groups: dict[tuple[str, str], list[str]] = {}
+    for fp, method, model in rows:
+        label = f"{model} {method}" if len(models) > 1 else method
+        groups.setdefault((label, method), []).append(fp)
+    return groups
+
+
+def _band(ax: Any, per_seed: list[dict[float, float]], label: str, colour: str) -> None:
+    """Mean over seeds as a line; lowest to highest seed as a band (x where every seed has it)."""
+    xs = sorted(set.intersection(*(set(p) for p in per_seed)))
+    if not xs:
+        return
+    ys = [[p[x] for p in per_seed] for x in xs]
+    n = len(per_seed)
+    name = label if n == 1 else f"{label} ({n} seeds)"
+    ax.plot(xs, [sum(y) / n for y in ys], label=name, color=colour, linewidth=1.3)
+    if n > 1:
+        ax.fill_between(xs, [min(y) for y in ys], [max(y) for y in ys], color=colour, alpha=0.2)
+
+
 def _metric_figure(
-    con: duckdb.DuckDBPyConnection, sel: Selection, keys: list[str], title: str, what: str
+    con: duckdb.DuckDBPyConnection,
+    sel: Selection,
+    keys: list[str],
+    title: str,
+    pretrain: bool = False,
 ) -> Figure:
     params = _Params()
     has = f"n.fingerprint IN (SELECT fingerprint FROM metrics WHERE key IN (SELECT unnest({params(keys)}::VARCHAR[])))"
-    nodes = _nodes(con, sel, has, params)
-    if not nodes:
+    if not pretrain:
+        has += " AND n.kind <> 'pretrain'"
+    groups = _method_groups(con, sel, has, params)
+    if not groups:
         raise ResultsError(
             f"no selected node logged {', '.join(keys)}; check --run/--spec/--where/--nodes "
             f"(`psft-results metrics NODE` shows what a node logged)"
@@ -118,12 +202,15 @@ def _metric_figure(
     nrows = (len(keys) + ncols - 1) // ncols
     fig, axes = plt.subplots(nrows, ncols, figsize=(5.5 * ncols, 3.6 * nrows), squeeze=False)
     for ax, key in zip(axes.flat, keys, strict=False):
-        for fp, label in nodes:
-            xs, ys = _series(con, fp, key)
-            if xs:
-                ax.plot(xs, ys, label=label, linewidth=1.2)
+        units = set()
+        for (label, method), fps in groups.items():
+            series = [_progress_series(con, fp, key) for fp in fps]
+            series = [(u, pts) for u, pts in series if pts]
+            units |= {u for u, _ in series}
+            if series:
+                _band(ax, [pts for _, pts in series], label, method_colour(method))
         ax.set_title(key)
-        ax.set_xlabel("step")
+        ax.set_xlabel("epoch" if units == {"epoch"} else "step" if units else "")
         ax.grid(alpha=0.3)
         if ax.lines:
             ax.legend(fontsize=8)
@@ -134,9 +221,16 @@ def _metric_figure(
     return fig
 
 
-def training_dynamics(con: duckdb.DuckDBPyConnection, sel: Selection, keys: list[str]) -> Figure:
-    """Metrics vs step, one panel per key, one line per node (paper Fig. 1: entropy)."""
-    return _metric_figure(con, sel, keys, "Training dynamics", "metrics")
+def training_dynamics(
+    con: duckdb.DuckDBPyConnection,
+    sel: Selection,
+    keys: list[str] | None = None,
+    pretrain: bool = False,
+) -> Figure:
+    """Metrics vs epochs, one panel per key, one line + seed band per method (paper Fig. 1)."""
+    return _metric_figure(
+        con, sel, list(keys or DEFAULT_DYNAMICS_KEYS), "Training dynamics", pretrain
+    )
 
 
 def dpo_rewards(con: duckdb.DuckDBPyConnection, sel: Selection) -> Figure:
@@ -213,7 +307,12 @@ def eval_vs_step(
         for label, pts in sorted(lines.items()):
             xs = sorted(pts)
             ax.plot(
-                xs, [sum(pts[x]) / len(pts[x]) for x in xs], marker="o", markersize=3, label=label
+                xs,
+                [sum(pts[x]) / len(pts[x]) for x in xs],
+                marker="o",
+                markersize=3,
+                label=label,
+                color=method_colour(label.split(" ")[-1]),
             )
         ax.set_title(f"mean of {', '.join(benchmarks)}" if mean else panel)
         ax.set_xlabel("step")
@@ -294,6 +393,7 @@ __all__ = [
     "clipped_tokens",
     "dpo_rewards",
     "eval_vs_step",
+    "method_colour",
     "save",
     "training_dynamics",
 ]

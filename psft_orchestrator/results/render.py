@@ -1,5 +1,8 @@
 """A computed table (`Grid`) and its renderings: markdown, LaTeX, CSV, JSON, plain text.
 
+A cell may carry the half-width of its 95% confidence interval (`GridRow.cis`): markdown and
+text show `mean ± ci`, LaTeX `$mean \\pm ci$`, CSV and JSON put it in a `<column> ci95` column.
+
 Numbers are rounded half-up from their shortest decimal representation (so 37.985 shows
 as 37.99, as a reader rounding by hand would), never through binary float rounding.
 """
@@ -22,6 +25,7 @@ class GridRow:
     keys: list[str]
     values: list[float | None]
     marks: dict[int, int] = field(default_factory=dict)  # value index -> footnote number
+    cis: list[float | None] = field(default_factory=list)  # CI half-width per value, if any
 
 
 @dataclass
@@ -35,8 +39,19 @@ class Grid:
     decimals: int = 2
     footnotes: list[str] = field(default_factory=list)
 
-    def cell_text(self, row: GridRow, i: int) -> str:
-        return fmt(row.values[i], self.decimals)
+    def cell_text(self, row: GridRow, i: int, pm: str = " ± ") -> str:
+        ci = self.ci_of(row, i)
+        text = fmt(row.values[i], self.decimals)
+        return (
+            text if ci is None or row.values[i] is None else f"{text}{pm}{fmt(ci, self.decimals)}"
+        )
+
+    def ci_of(self, row: GridRow, i: int) -> float | None:
+        return row.cis[i] if i < len(row.cis) else None
+
+    @property
+    def has_ci(self) -> bool:
+        return any(c is not None for row in self.rows for c in row.cis)
 
 
 def round_half_up(x: float, decimals: int) -> Decimal:
@@ -96,7 +111,10 @@ def to_latex(grid: Grid) -> str:
         cells = [_tex(k) for k in row.keys]
         for i in range(len(row.values)):
             mark = f"$^{{{row.marks[i]}}}$" if i in row.marks else ""
-            cells.append(grid.cell_text(row, i).replace("–", "--") + mark)
+            text = grid.cell_text(row, i, pm=" \\pm ").replace("–", "--")
+            if grid.ci_of(row, i) is not None and row.values[i] is not None:
+                text = f"${text}$"
+            cells.append(text + mark)
         out.append(" & ".join(cells) + " \\\\")
     out += ["\\bottomrule", "\\end{tabular}"]
     for n, text in enumerate(grid.footnotes, 1):
@@ -109,9 +127,16 @@ def to_csv(grid: Grid) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     has_notes = bool(grid.footnotes)
-    w.writerow([*grid.key_headers, *grid.value_headers, *(["notes"] if has_notes else [])])
+    ci = grid.has_ci
+    values_head = [x for h in grid.value_headers for x in ([h, f"{h} ci95"] if ci else [h])]
+    w.writerow([*grid.key_headers, *values_head, *(["notes"] if has_notes else [])])
     for row in grid.rows:
-        values = ["" if v is None else grid.cell_text(row, i) for i, v in enumerate(row.values)]
+        values = []
+        for i, v in enumerate(row.values):
+            values.append("" if v is None else fmt(v, grid.decimals))
+            if ci:
+                c = grid.ci_of(row, i)
+                values.append("" if c is None or v is None else fmt(c, grid.decimals))
         notes = "; ".join(grid.footnotes[n - 1] for n in sorted(set(row.marks.values())))
         w.writerow([*row.keys, *values, *([notes] if has_notes else [])])
     return buf.getvalue()
@@ -122,10 +147,9 @@ def to_json(grid: Grid) -> str:
     for row in grid.rows:
         rec: dict[str, Any] = dict(zip(grid.key_headers, row.keys, strict=True))
         for i, h in enumerate(grid.value_headers):
-            v = row.values[i]
-            rec[h] = (
-                None if v is None else float(round_half_up(v, grid.decimals)) if v == v else None
-            )
+            rec[h] = _json_number(row.values[i], grid.decimals)
+            if grid.has_ci:
+                rec[f"{h} ci95"] = _json_number(grid.ci_of(row, i), grid.decimals)
         if row.marks:
             rec["notes"] = [grid.footnotes[n - 1] for n in sorted(set(row.marks.values()))]
         rows.append(rec)
@@ -141,6 +165,10 @@ def to_json(grid: Grid) -> str:
         )
         + "\n"
     )
+
+
+def _json_number(v: float | None, decimals: int) -> float | None:
+    return None if v is None or v != v else float(round_half_up(v, decimals))
 
 
 def to_text(grid: Grid) -> str:

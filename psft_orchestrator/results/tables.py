@@ -20,13 +20,16 @@ import fnmatch
 import os
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .configs import Signatures, describe, differing
 from .render import Grid, GridRow, render
+from .stats import Estimate, mean_ci
 from .store import ResultsError, UsageError
 
 if TYPE_CHECKING:
@@ -361,16 +364,36 @@ def _any_glob(col: str, globs: Sequence[str], params: _Params) -> str:
     return "(" + " OR ".join(f"{col} GLOB {params(g)}" for g in globs) + ")"
 
 
-def compute_ours(
+@dataclass
+class NodeCells:
+    """One eval node's cells: its row key, seed and a value per column (None: no score)."""
+
+    key: tuple[str, ...]
+    fingerprint: str
+    seed: str
+    values: list[float | None]
+    node_id: str = ""
+
+
+@dataclass
+class RowStats:
+    """A table row from our index: an estimate per column over the row's seeds."""
+
+    key: tuple[str, ...]
+    cells: list[Estimate | None]
+    avg: Estimate | None = None
+
+
+def node_cells(
     con: duckdb.DuckDBPyConnection,
     tdef: TableDef,
     columns: list[Column],
     spec: str | None = None,
     run: str | None = None,
-) -> dict[tuple[str, ...], list[float | None]]:
-    """Cells from the index: {row key: [value per column]}; seeds aggregated."""
+) -> list[NodeCells]:
+    """Each eval node's final score per column (several benchmarks of one column: their mean)."""
     if not columns:
-        return {}
+        return []
     params = _Params()
     benches, idx, metrics = [], [], []
     for i, col in enumerate(columns):
@@ -389,29 +412,155 @@ def compute_ours(
     sql = f"""
         WITH cols AS ({cols}),
         sel AS (
-            SELECT {", ".join(dims)}, c.col, s.metric, s.value, n.fingerprint,
-                   row_number() OVER (PARTITION BY n.fingerprint, c.col, s.metric
+            SELECT {", ".join(dims)}, c.col, s.metric, s.value, n.fingerprint, n.seed, n.node_id,
+                   row_number() OVER (PARTITION BY n.fingerprint, c.col, s.benchmark, s.metric
                                       ORDER BY s.step IS NULL DESC, s.step DESC) AS rk
             FROM nodes n JOIN scores s ON s.fingerprint = n.fingerprint
             JOIN cols c ON lower(s.benchmark) = c.bench AND s.metric GLOB c.metric_glob
             WHERE {" AND ".join(where)}
         )
-        SELECT {dim_names}, col, list(DISTINCT metric ORDER BY metric), {AGGREGATES[tdef.aggregate]}(value)
-        FROM sel WHERE rk = 1 GROUP BY {dim_names}, col
+        SELECT {dim_names}, col, list(DISTINCT metric ORDER BY metric), avg(value), fingerprint,
+               seed, node_id
+        FROM sel WHERE rk = 1 GROUP BY {dim_names}, col, fingerprint, seed, node_id
     """
-    out: dict[tuple[str, ...], list[float | None]] = {}
     nd = len(tdef.rows)
+    by_node: dict[str, NodeCells] = {}
+    row_metrics: dict[tuple[tuple[str, ...], int], set[str]] = {}
     for rec in con.execute(sql, params.values).fetchall():
         key = tuple("–" if v is None else str(v) for v in rec[:nd])
-        col, found_metrics, value = rec[nd], rec[nd + 1], rec[nd + 2]
-        if len(found_metrics) > 1:
+        col, found, value, fp, seed, node_id = rec[nd : nd + 6]
+        row_metrics.setdefault((key, col), set()).update(found)
+        seed_text = "–" if seed is None else str(seed)
+        cells = by_node.setdefault(
+            fp, NodeCells(key, fp, seed_text, [None] * len(columns), node_id)
+        )
+        cells.values[col] = value
+    _check_one_metric(tdef, columns, row_metrics)
+    return _by_appearance(con, tdef, list(by_node.values()), run)
+
+
+def _check_one_metric(
+    tdef: TableDef, columns: list[Column], row_metrics: dict[tuple[tuple[str, ...], int], set[str]]
+) -> None:
+    for (key, col), found in row_metrics.items():
+        if len(found) > 1:
             raise UsageError(
                 f"table {tdef.name}: column {columns[col].header!r} matches several metrics "
-                f"({', '.join(found_metrics)}) for row {' / '.join(key)}; set `metric:` for that "
+                f"({', '.join(sorted(found))}) for row {' / '.join(key)}; set `metric:` for that "
                 f"column in {tdef.source_file or 'its definition'}"
             )
-        out.setdefault(key, [None] * len(columns))[col] = value
+
+
+def _by_appearance(
+    con: duckdb.DuckDBPyConnection, tdef: TableDef, nodes: list[NodeCells], run: str | None
+) -> list[NodeCells]:
+    """One entry per (node, row key) under which runs listed it.
+
+    Two plan nodes can share a fingerprint (a toy profile maps both paper models to one toy
+    model): the node is built once and its manifest carries the first one's labels, but the
+    run record lists both node ids. Their coordinates (`eval[model=...,method=...]`) give each
+    appearance its own row key, so the node shows under both models.
+    """
+    if not nodes:
+        return nodes
+    scope = "" if run is None else " AND run_id = $run"
+    rows = con.execute(
+        "SELECT DISTINCT fingerprint, node_id FROM run_nodes WHERE status IN ('success', 'cached') "
+        f"AND fingerprint IN (SELECT unnest($fps::VARCHAR[])){scope}",
+        {"fps": [n.fingerprint for n in nodes], **({} if run is None else {"run": run})},
+    ).fetchall()
+    seen: dict[str, list[str]] = {}
+    for fp, node_id in rows:
+        seen.setdefault(fp, []).append(node_id)
+    out: list[NodeCells] = []
+    for node in nodes:
+        own = coords_of(node.node_id)
+        # only row fields whose label is the node's own coordinate can differ by appearance
+        # (not e.g. method "SFT->DPO" on a node whose coordinate is method=SFT)
+        from_coords = [d in own and own[d] == v for d, v in zip(tdef.rows, node.key, strict=True)]
+        keys = {node.key} if run is None or node.fingerprint not in seen else set()
+        for node_id in seen.get(node.fingerprint, []):
+            coords = coords_of(node_id)
+            keys.add(
+                tuple(
+                    coords.get(d, v) if use else v
+                    for d, v, use in zip(tdef.rows, node.key, from_coords, strict=True)
+                )
+            )
+        out += [
+            NodeCells(k, node.fingerprint, node.seed, node.values, node.node_id)
+            for k in sorted(keys)
+        ]
     return out
+
+
+def coords_of(node_id: str) -> dict[str, str]:
+    """'eval[model=Qwen,method=SFT]' -> {'model': 'Qwen', 'method': 'SFT'} (text values)."""
+    inner = node_id.partition("[")[2].rstrip("]")
+    pairs = (part.partition("=") for part in inner.split(",") if "=" in part)
+    return {k: v for k, _, v in pairs}
+
+
+def aggregate_rows(
+    tdef: TableDef, nodes: list[NodeCells], signatures: Signatures | None, per_seed: bool = False
+) -> tuple[list[RowStats], list[str]]:
+    """Rows over seeds; returns the rows and the extra key headers they carry.
+
+    A row groups only replicates (`configs.Signatures`): where one row key holds nodes of
+    several configurations, it is split, and a `config` key column says what differs.
+    `per_seed`: one row per node, with a `seed` key column, nothing averaged.
+    """
+    groups: dict[tuple[Any, ...], list[NodeCells]] = {}
+    for node in nodes:
+        sig = signatures.key(node.fingerprint) if signatures else ()
+        groups.setdefault((node.key, sig), []).append(node)
+    by_key: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
+    for key, sig in groups:
+        by_key.setdefault(key, []).append(sig)
+    split = {key: sigs for key, sigs in by_key.items() if len(sigs) > 1}
+    extra = (["config"] if split else []) + (["seed"] if per_seed else [])
+    rows: list[RowStats] = []
+    for (key, sig), members in groups.items():
+        label: list[str] = []
+        if split:
+            label = [
+                _config_label(dict(sig), [dict(s) for s in split[key]]) if key in split else ""
+            ]
+        parts = [[m] for m in members] if per_seed else [members]
+        for part in sorted(parts, key=lambda p: natural_key(p[0].seed)):
+            seed = [part[0].seed] if per_seed else []
+            rows.append(_row_stats(tdef, (*key, *label, *seed), part))
+    return rows, extra
+
+
+def _config_label(sig: dict[str, str], siblings: list[dict[str, str]]) -> str:
+    return describe(sig, differing(siblings))
+
+
+def _row_stats(tdef: TableDef, key: tuple[str, ...], members: list[NodeCells]) -> RowStats:
+    ncol = len(members[0].values)
+    cells = [_estimate(tdef, [m.values[i] for m in members]) for i in range(ncol)]
+    avg = None
+    if tdef.avg:
+        mean = row_mean([c.mean if c else None for c in cells])
+        complete = [row_mean(m.values) for m in members]
+        complete = [v for v in complete if v is not None]
+        if mean is not None:
+            ci = mean_ci(complete).ci if len(complete) == len(members) else None
+            avg = Estimate(mean, ci, min(c.n for c in cells if c))
+    return RowStats(key, cells, avg)
+
+
+def _estimate(tdef: TableDef, values: list[float | None]) -> Estimate | None:
+    present = [v for v in values if v is not None]
+    if not present:
+        return None
+    if tdef.aggregate == "mean" and all(v == v for v in present):
+        return mean_ci(present)
+    import statistics
+
+    agg = {"mean": statistics.fmean, "median": statistics.median, "min": min, "max": max}
+    return Estimate(float(agg[tdef.aggregate](present)), None, len(present))
 
 
 def compute_external(
@@ -457,51 +606,89 @@ def compute_table(
     with_paper: str | None = None,
     spec: str | None = None,
     run: str | None = None,
+    per_seed: bool = False,
 ) -> Grid:
     """The table as a Grid. `source`: read imported results of that source instead of our
-    index; `with_paper`: put that source's rows beside ours; `spec`: only this spec's nodes."""
+    index; `with_paper`: put that source's rows beside ours; `spec`: only this spec's nodes.
+    Our rows show the mean over seeds with its 95% CI and n (`per_seed`: one row per seed)."""
     columns = tdef.columns
-    ours: dict[tuple[str, ...], list[float | None]] = {}
+    ours: list[RowStats] = []
+    extra: list[str] = []
     theirs: dict[tuple[str, ...], list[float | None]] = {}
     reported: dict[tuple[str, ...], float] = {}
     ext_name = source or with_paper
     if source is None:
         if columns is None:
             columns = _auto_columns(con, tdef, spec, run)
-        ours = compute_ours(con, tdef, columns, spec, run)
+        nodes = node_cells(con, tdef, columns, spec, run)
+        ours, extra = aggregate_rows(tdef, nodes, Signatures(con) if nodes else None, per_seed)
     if ext_name is not None:
         columns, theirs, reported = compute_external(con, tdef, columns, ext_name)
     assert columns is not None
 
     labelled = with_paper is not None
-    entries: list[tuple[tuple[str, ...], int, str, list[float | None]]] = []
-    for key, vals in ours.items():
-        entries.append((key, 0, "ours", vals))
+    nd = len(tdef.rows)
+    entries: list[tuple[tuple[str, ...], int, str, RowStats]] = []
+    for row in ours:
+        entries.append((row.key, 0, "ours", row))
     for key, vals in theirs.items():
-        entries.append((key, 1, ext_name or "", vals))
-    entries.sort(key=lambda e: (_row_rank(tdef, e[0]), e[1]))
+        cells = [None if v is None else Estimate(v, None, 0) for v in vals]
+        entries.append(((*key, *[""] * len(extra)), 1, ext_name or "", RowStats(key, cells)))
+    entries.sort(key=lambda e: (_row_rank(tdef, e[0][:nd]), e[0][nd:], e[1]))
 
+    show_n = source is None
     grid = Grid(
         title=tdef.title or tdef.name,
-        key_headers=[*tdef.rows, *(["source"] if labelled else [])],
+        key_headers=[
+            *tdef.rows,
+            *extra,
+            *(["source"] if labelled else []),
+            *(["n"] if show_n else []),
+        ],
         value_headers=[c.header for c in columns] + ([tdef.avg_header] if tdef.avg else []),
         rows=[],
         decimals=tdef.decimals,
     )
-    for key, is_ext, who, vals in entries:
-        row = GridRow(keys=[*key, *([who] if labelled else [])], values=list(vals))
-        if tdef.avg:
-            mean = row_mean(vals)
-            row.values.append(mean)
-            rep = reported.get(key) if is_ext else None
-            if mean is not None and rep is not None and abs(rep - mean) > AVG_TOLERANCE + 1e-9:
-                grid.footnotes.append(
-                    f"{who} reports Avg. {rep:.{tdef.decimals}f} for {' / '.join(key)}; "
-                    f"the mean of the row's {len(vals)} scores is {mean:.{tdef.decimals}f} (shown)."
-                )
-                row.marks[len(vals)] = len(grid.footnotes)
-        grid.rows.append(row)
+    for key, is_ext, who, stats in entries:
+        grid.rows.append(_grid_row(grid, tdef, key, is_ext, who, stats, reported, labelled, show_n))
     return grid
+
+
+def _grid_row(
+    grid: Grid,
+    tdef: TableDef,
+    key: tuple[str, ...],
+    is_ext: int,
+    who: str,
+    stats: RowStats,
+    reported: dict[tuple[str, ...], float],
+    labelled: bool,
+    show_n: bool,
+) -> GridRow:
+    cells = list(stats.cells)
+    if tdef.avg:
+        avg = stats.avg
+        if is_ext:
+            mean = row_mean([c.mean if c else None for c in cells])
+            avg = None if mean is None else Estimate(mean, None, 0)
+        cells.append(avg)
+    ns = sorted({c.n for c in cells if c is not None})
+    n_text = "" if is_ext or not ns else (str(ns[0]) if len(ns) == 1 else f"{ns[0]}–{ns[-1]}")
+    row = GridRow(
+        keys=[*key, *([who] if labelled else []), *([n_text] if show_n else [])],
+        values=[c.mean if c else None for c in cells],
+        cis=[c.ci if c else None for c in cells],
+    )
+    rep = reported.get(stats.key) if is_ext else None
+    mean = row.values[-1] if tdef.avg else None
+    if mean is not None and rep is not None and abs(rep - mean) > AVG_TOLERANCE + 1e-9:
+        n_vals = len(cells) - 1
+        grid.footnotes.append(
+            f"{who} reports Avg. {rep:.{tdef.decimals}f} for {' / '.join(stats.key)}; "
+            f"the mean of the row's {n_vals} scores is {mean:.{tdef.decimals}f} (shown)."
+        )
+        row.marks[n_vals] = len(grid.footnotes)
+    return row
 
 
 def row_mean(values: Sequence[float | None]) -> float | None:
@@ -541,6 +728,7 @@ def pivot(
     source: Literal["scores", "metrics"] = "scores",
     aggregate: str = "mean",
     decimals: int = 2,
+    run: str | None = None,
 ) -> Grid:
     """Group `source` rows by `rows` × `cols` and aggregate their values.
 
@@ -558,9 +746,8 @@ def pivot(
         f"CAST({field_sql(d, params, extra)} AS VARCHAR) AS d{i}"
         for i, d in enumerate([*rows, *cols])
     ]
-    conds = [f"CAST({field_sql(k, params, extra)} AS VARCHAR) = {params(v)}" for k, v in where] or [
-        "TRUE"
-    ]
+    conds = [f"CAST({field_sql(k, params, extra)} AS VARCHAR) = {params(v)}" for k, v in where]
+    conds += _filter_sql(Filter(kind=None), params, None, run) or ["TRUE"]
     if source == "scores":
         base = "nodes n JOIN scores s ON s.fingerprint = n.fingerprint"
     else:

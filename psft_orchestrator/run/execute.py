@@ -117,6 +117,7 @@ def _run_locked(
     _ingest_run_record(ws, record)
     _print_summary(plan, results, time.time() - started)
     _print_tables(plan, ws, quiet, ctx.run_id)
+    _print_claims(plan, ws, quiet, ctx.run_id)
     return all(r.status in ("success", "cached") for r in results.values())
 
 
@@ -639,6 +640,23 @@ def _print_tables(plan: Plan, ws: Path, quiet: bool, run_id: str) -> None:
     except Exception as e:
         print(
             f"note: tables not printed ({e}); try `psft-results table NAME --workspace {ws}`",
+            file=sys.stderr,
+        )
+
+
+def _print_claims(plan: Plan, ws: Path, quiet: bool, run_id: str) -> None:
+    """With `claims: true`, the paper's claims checked on this run (`psft-results claims`)."""
+    if quiet or not plan.pipeline.claims:
+        return
+    try:
+        from psft_orchestrator.results.claims import check_claims, render_claims
+        from psft_orchestrator.results.store import reader
+
+        with reader(ws) as con:
+            print(f"\nclaims (run {run_id})\n{render_claims(check_claims(con, run_id))}")
+    except Exception as e:
+        print(
+            f"note: claims not printed ({e}); try `psft-results --workspace {ws} claims`",
             file=sys.stderr,
         )
 

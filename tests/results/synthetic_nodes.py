@@ -220,3 +220,17 @@ def toy_workspace(ws: Path) -> Path:
     )
     write_run_record(ws, "demo-00000000-20261122T131500", "demo", run_nodes, status="failed")
     return ws
+
+
+def write_samples(
+    node_dir: str | Path, benchmark: str, verdicts: list[list[bool]], field: str = "correct"
+) -> Path:
+    """`outputs/samples/<benchmark>.jsonl` as the evals write it: verdicts[item][sample]."""
+    path = Path(node_dir) / "outputs" / "samples" / f"{benchmark}.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as f:
+        for i, item in enumerate(verdicts):
+            for j, ok in enumerate(item):
+                rec = {"suite": "s", "index": i, "sample": j, "step": None, field: ok}
+                f.write(json.dumps(rec) + "\n")
+    return path

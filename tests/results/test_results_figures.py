@@ -28,11 +28,62 @@ def test_training_dynamics(workspace: Path) -> None:
         )
     axes = [ax for ax in fig.axes if ax.get_visible()]
     assert [ax.get_title() for ax in axes] == ["entropy", "loss", "clipfrac", "grad_norm"]
-    assert len(axes[0].lines) == 4  # 2 methods x 2 seeds
-    assert len(axes[2].lines) == 2  # only PSFT logs clipfrac
+    assert len(axes[0].lines) == 2  # one line per method: the mean over its 2 seeds...
+    assert len(axes[0].collections) == 2  # ...and a band for their spread
+    assert len(axes[2].lines) == 1  # only PSFT logs clipfrac
     labels = {ln.get_label() for ln in axes[0].lines}
-    assert labels == {"SFT (seed 1)", "SFT (seed 2)", "PSFT (seed 1)", "PSFT (seed 2)"}
+    assert labels == {"SFT (2 seeds)", "PSFT (2 seeds)"}
     assert all(len(ln.get_xdata()) == 20 for ln in axes[0].lines)
+    # the same colour for a method in every panel
+    colours = {(ln.get_label(), ln.get_color()) for ax in axes for ln in ax.lines}
+    assert len({label for label, _ in colours}) == len(colours)
+
+
+def test_dynamics_epochs_colours_and_no_pretraining(tmp_path: Path) -> None:
+    """x is epochs when logged; pretraining is left out unless asked; mean and band over seeds."""
+    from psft_orchestrator.results.testing import write_node
+
+    ws = tmp_path / "ws"
+    for method, steps_per_epoch in (("SFT", 4), ("PSFT", 32)):  # PSFT: 8x the steps
+        for seed in (1, 2, 3):
+            rows = [
+                {
+                    "step": s,
+                    "epoch": s / steps_per_epoch,
+                    "ce": 2.0 - s / steps_per_epoch + seed / 10,
+                }
+                for s in range(1, 2 * steps_per_epoch + 1)
+            ]
+            labels = {"method": method, "seed": seed}
+            write_node(ws, stage="train", kind=method.lower(), labels=labels, metrics=rows)
+    write_node(
+        ws,
+        stage="pretrain",
+        kind="pretrain",
+        labels={"method": "pretrain"},
+        metrics=[{"step": s, "ce": 9.0} for s in range(1, 5)],
+    )
+    reindex(ws)
+    with store.reader(ws) as con:
+        fig = figures.training_dynamics(con, figures.Selection(), ["ce"])
+        ax = fig.axes[0]
+        assert ax.get_xlabel() == "epoch"
+        assert {ln.get_label() for ln in ax.lines} == {"SFT (3 seeds)", "PSFT (3 seeds)"}
+        for ln in ax.lines:
+            assert max(ln.get_xdata()) == 2.0  # both end at epoch 2 despite 8x the steps
+            assert ln.get_color() == figures.method_colour(ln.get_label().split(" ")[0])
+            xs, ys = list(ln.get_xdata()), list(ln.get_ydata())
+            assert ys[xs.index(1.0)] == pytest.approx(2.0 - 1.0 + 0.2)  # mean of seeds .1 .2 .3
+        fig = figures.training_dynamics(con, figures.Selection(), ["ce"], pretrain=True)
+        assert "pretrain" in {ln.get_label() for ln in fig.axes[0].lines}
+
+
+def test_plot_run_latest(workspace: Path, tmp_path: Path) -> None:
+    reindex(workspace)
+    out = tmp_path / "d.png"
+    argv = ["--workspace", str(workspace), "plot", "dynamics", "--keys", "entropy"]
+    assert main([*argv, "--run", "latest", "--out", str(out)]) == 0
+    _png_ok(out)
 
 
 def test_eval_vs_step_and_dpo(workspace: Path) -> None:

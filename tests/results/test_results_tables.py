@@ -142,14 +142,20 @@ def test_round_trip_from_synthetic_runs(workspace: Path, capsys) -> None:
     assert rc == 0, err
     rows = list(csv.DictReader(io.StringIO(out)))
     assert [r["method"] for r in rows] == ["SFT", "PSFT"]  # the definition's row order
-    assert list(rows[0])[2:] == [*BENCHES[:1], *sorted(BENCHES[1:]), "Avg."]
+    headers = [*BENCHES[:1], *sorted(BENCHES[1:]), "Avg."]
+    assert list(rows[0])[2:] == ["n", *(x for h in headers for x in (h, f"{h} ci95"))]
+    # Two seeds one point apart: sd = 1/sqrt(2), se = 1/2, t(0.975, df=1) = 12.7062 (t table).
+    ci_two_seeds = 12.7062047 * 0.5
     for r in rows:
+        assert r["n"] == str(len(SEEDS))
         means = []
         for b in BENCHES:
             mean = sum(score_of(r["method"], s, b) for s in SEEDS) / len(SEEDS)
             means.append(mean)
             assert float(r[b]) == pytest.approx(mean, abs=0.005)
+            assert float(r[f"{b} ci95"]) == pytest.approx(ci_two_seeds, abs=0.005)
         assert float(r["Avg."]) == pytest.approx(sum(means) / len(means), abs=0.005)
+        assert float(r["Avg. ci95"]) == pytest.approx(ci_two_seeds, abs=0.005)
 
 
 def test_with_paper_interleaves_rows(workspace: Path, capsys, tmp_path: Path) -> None:
@@ -178,20 +184,25 @@ def test_with_paper_interleaves_rows(workspace: Path, capsys, tmp_path: Path) ->
     )
     assert rc == 0, err
     rows = list(csv.reader(io.StringIO(out)))
-    assert rows[0] == ["model", "method", "source", "toy_math"]
+    assert rows[0] == ["model", "method", "source", "n", "toy_math", "toy_math ci95"]
+    ci = "6.35"  # two seeds one point apart: t(0.975, 1) * 0.5
     assert rows[1:] == [
         [
             "toy",
             "PSFT",
             "ours",
+            "2",
             f"{(score_of('PSFT', 1, 'toy_math') + score_of('PSFT', 2, 'toy_math')) / 2:.2f}",
+            ci,
         ],
-        ["toy", "PSFT", "paper", "12.50"],
+        ["toy", "PSFT", "paper", "", "12.50", ""],
         [
             "toy",
             "SFT",
             "ours",
+            "2",
             f"{(score_of('SFT', 1, 'toy_math') + score_of('SFT', 2, 'toy_math')) / 2:.2f}",
+            ci,
         ],
     ]
     # ...and the import survives a reindex (kept under <workspace>/external/)
