@@ -195,8 +195,30 @@ def _plain(v: Any) -> Any:
     return v
 
 
+# Keys every stage's config has that the run layer has already acted on (scheduling, labels,
+# inputs resolved into `Job.inputs`), so a backend's config model need not declare them.
+# tests/spec checks this against `spec.schema.StageBase`.
+STAGE_KEYS = frozenset(
+    {"name", "kind", "backend", "description", "method", "model", "data", "labels", "resources"}
+    | {"benchmarks"}  # eval: resolved into job.inputs["benchmarks"]
+)
+
+
 def config_for(job: Job, cls: type[BaseModel]) -> Any:
-    """The job's stage config as `cls` (e.g. PSFTConfig), dropping the stage-only fields."""
+    """The job's stage config as `cls` (e.g. PSFTConfig), leaving out `STAGE_KEYS`.
+
+    A set key that `cls` does not know is an error, never dropped: the backend would silently
+    run without it (e.g. a GRPO `reward:` that this backend does not read)."""
+    unknown = sorted(
+        k
+        for k, v in job.config.items()
+        if k not in cls.model_fields and k not in STAGE_KEYS and v is not None
+    )
+    if unknown:
+        raise ValueError(
+            f"{job.node_id}: the {job.backend} backend's {cls.__name__} has no field "
+            f"{', '.join(map(repr, unknown))}; it would be ignored"
+        )
     return cls.model_validate({k: v for k, v in job.config.items() if k in cls.model_fields})
 
 

@@ -28,6 +28,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--plan", action="store_true", help="print the expanded plan with cache status; run nothing"
     )
     p.add_argument("--json", action="store_true", help="with --plan: print JSON")
+    p.add_argument(
+        "--explain",
+        metavar="NODE",
+        help="with --plan: what NODE's fingerprint is made of and, if it is not cached, how it "
+        "differs from the closest cached node of its stage",
+    )
     p.add_argument("--profile", help="apply a profile from the spec's profiles: (e.g. toy)")
     p.add_argument(
         "--set",
@@ -74,6 +80,11 @@ def main(argv: list[str] | None = None) -> int:
 
         check_backends(plan)
         forced = plan.forced(args.force)
+        if args.explain:  # implies --plan: never runs anything
+            from psft_orchestrator.plan.explain import explain
+
+            print(explain(plan, plan.find(args.explain)))
+            return EXIT_OK
         if args.plan:
             from psft_orchestrator.plan.render import plan_json, plan_text
 

@@ -67,7 +67,7 @@ class _RowChecker:
         """Only SFT rows carry both a completion and a reference answer."""
         if self.output_type != "dataset" or "answer" not in row:
             return True
-        from psft_orchestrator.evals.answers import verify
+        from psft_orchestrator.data.answers import verify
 
         completion = next(
             m["content"] for m in reversed(row["messages"]) if m["role"] == "assistant"
@@ -134,7 +134,7 @@ def _verdicts(
         if cfg.max_length is not None:
             from transformers import AutoTokenizer  # noqa: F401
         if cfg.verify_answers:  # the first call builds Math-Verify's LaTeX parser (seconds)
-            from psft_orchestrator.evals.answers import verify
+            from psft_orchestrator.data.answers import verify
 
             verify("\\boxed{1}", "1")
     init_args = (cfg.model_dump_json(), fmt, output_type, tokenizer_dir)

@@ -1,11 +1,10 @@
 """Evaluation: answer checking and eval suites (no heavy imports at package import).
 
-answers.py   extract_boxed, verify (Math-Verify) - shared by filter, math suite, GRPO reward
 config.py    MathSuite | LMEvalSuite | RulesSuite | JudgeSuite, EvalConfig
 generate.py  batched, seeded HF sampling (k completions per prompt)
 math.py      avg@k / pass@k            rules.py  IFEval strict/loose + exact match (exact.py)
 judge.py     rule-based and HF-model judges, score + pairwise win rate
-lmeval.py    lm-eval task YAMLs and result parsing (the harness runs in backends/lmeval.py)
+lmeval.py    all lm-eval code: task YAMLs, running the harness, result parsing
 records.py   benchmark rows in, per-sample audit records out
 run.py       run_eval(job) for eval nodes, evaluate_model(...) for in-training evals
 """

@@ -11,6 +11,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from psft_orchestrator.identity import param
+
 MATH_SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
 ASSISTANT_SYSTEM_PROMPT = "You are a helpful assistant."
 
@@ -155,6 +157,6 @@ Suite = Annotated[MathSuite | LMEvalSuite | RulesSuite | JudgeSuite, Field(discr
 class EvalConfig(_Strict):
     """The `eval` stage's fields: the suites to run over the declared benchmarks."""
 
-    suites: list[Suite] = Field(
+    suites: list[Suite] = param(
         min_length=1, description="Suites run in order; each yields ScoreRows."
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from psft_orchestrator.evals.answers import extract_boxed
+from psft_orchestrator.data.answers import extract_boxed
 
 _ANSWER_IS = re.compile(r"(?:answer|option)\s*(?:is|:)?\s*:?\s*\(?([A-Za-z0-9]+)\)?", re.IGNORECASE)
 

@@ -1,5 +1,12 @@
-"""lm-evaluation-harness glue that needs no lm_eval import: task YAMLs for local benchmarks, and
-lm-eval results -> ScoreRows. The harness itself is called in `backends/lmeval.py`.
+"""Everything about lm-evaluation-harness 0.4.13, in one place: task YAMLs for local benchmarks,
+running the harness on one suite (`evaluate_with_lmeval`), and lm-eval results -> ScoreRows.
+`backends/lmeval.py` is only the backend's entry point; the native eval backend (`evals.run`)
+calls `evaluate_with_lmeval` for lmeval suites too.
+
+`evaluate_with_lmeval` imports lm_eval (and torch, datasets) when called, never at import: never
+call it from the orchestrator's process (with vLLM and data_parallel_size > 1 lm_eval starts and
+stops Ray itself, shared/reference/backends.md). Registry tasks (`suite.tasks`) need their
+datasets in the local HF cache, since runs are offline.
 
 A declared benchmark file (benchmark rows) is rewritten into `<tasks_dir>/<task>.jsonl` with flat
 fields lm-eval's Jinja templates can use (`question`, `answer`, and for multiple choice `choices` and
@@ -11,6 +18,7 @@ A multi-turn prompt is reduced to its last user turn.
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -18,8 +26,9 @@ from typing import Any
 import yaml
 
 from psft_orchestrator.contract import ScoreRow
+from psft_orchestrator.evals.config import LMEvalSuite
 from psft_orchestrator.evals.exact import gold_index
-from psft_orchestrator.evals.records import prompt_text, read_benchmark
+from psft_orchestrator.evals.records import SampleWriter, prompt_text, read_benchmark
 
 TASK_PREFIX = "psft_"
 STOP_STRINGS = ["<|im_end|>", "<|endoftext|>"]
@@ -131,3 +140,88 @@ def scores_from_results(
                 )
             )
     return rows
+
+
+def _model_args(model_dir: str, suite: LMEvalSuite) -> str:
+    args = f"pretrained={model_dir},dtype={suite.dtype}"
+    if suite.backend == "vllm":
+        args += ",gpu_memory_utilization=0.85"
+    return args
+
+
+def evaluate_with_lmeval(
+    model: str | Path | Any,
+    suite: LMEvalSuite,
+    benchmarks: dict[str, str | Path],
+    work_dir: str | Path,
+    tokenizer: Any = None,
+    step: int | None = None,
+    samples: SampleWriter | None = None,
+) -> list[ScoreRow]:
+    """Run one lmeval suite. `model` is an HF directory, or (hf backend only) an in-memory model
+    with its `tokenizer`, so a trainer can call it between steps."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    import torch
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    local = {name: benchmarks[name] for name in suite.benchmarks}
+    task_to_benchmark = write_task_yamls(local, Path(work_dir) / "lmeval_tasks", suite.max_gen_toks)
+    task_manager = TaskManager(
+        include_path=str(Path(work_dir) / "lmeval_tasks") if local else None,
+        include_defaults=bool(suite.tasks),
+    )
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if isinstance(model, str | Path):
+        lm: Any = suite.backend
+        model_args: str | None = _model_args(str(model), suite)
+    else:
+        if suite.backend != "hf":
+            raise ValueError("an in-memory model can only be evaluated with the hf lm-eval backend")
+        from lm_eval.models.huggingface import HFLM
+
+        lm, model_args = (
+            HFLM(pretrained=model, tokenizer=tokenizer, batch_size=suite.batch_size, device=device),
+            None,
+        )
+    results = simple_evaluate(
+        model=lm,
+        model_args=model_args,
+        tasks=[*suite.tasks, *task_to_benchmark],
+        num_fewshot=suite.num_fewshot,
+        batch_size=suite.batch_size,
+        device=device,
+        limit=suite.limit,
+        bootstrap_iters=0,
+        task_manager=task_manager,
+        system_instruction=suite.system_prompt,
+        apply_chat_template=suite.apply_chat_template,
+        log_samples=True,
+    )
+    if results is None:  # non-zero rank of a distributed run
+        return []
+    if samples is not None:
+        for task, docs in results.get("samples", {}).items():
+            samples.write(
+                task_to_benchmark.get(task, task),
+                [_sample_record(suite.label, d, step) for d in docs],
+            )
+    return scores_from_results(results, suite.label, task_to_benchmark, step)
+
+
+def _sample_record(suite: str, doc: dict[str, Any], step: int | None) -> dict[str, Any]:
+    return json.loads(
+        json.dumps(
+            {
+                "suite": suite,
+                "index": doc.get("doc_id"),
+                "step": step,
+                "prompt": doc.get("doc", {}).get("question", doc.get("doc")),
+                "completion": doc.get("filtered_resps"),
+                "reference": doc.get("target"),
+                **{m: doc.get(m) for m in doc.get("metrics", [])},
+            },
+            default=str,
+        )
+    )

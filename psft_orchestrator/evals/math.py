@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from psft_orchestrator.contract import ScoreRow
-from psft_orchestrator.evals.answers import extract_boxed, verify_answer
+from psft_orchestrator.data.answers import extract_boxed, verify_answer
 from psft_orchestrator.evals.config import MathSuite
 from psft_orchestrator.evals.generate import as_messages, generate, sampling_params
 from psft_orchestrator.evals.records import SampleWriter, mean_score, read_benchmark

@@ -64,7 +64,7 @@ def evaluate_model(
     try:
         for suite in parsed:
             if suite.type == "lmeval":
-                from psft_orchestrator.backends.lmeval import evaluate_with_lmeval
+                from psft_orchestrator.evals.lmeval import evaluate_with_lmeval
 
                 if work_dir is None:
                     raise ValueError("an lmeval suite needs a work_dir for its task files")
@@ -99,7 +99,7 @@ def run_eval(job: Job) -> dict[str, Any]:
         scores += evaluate_model(model, tokenizer, native, benchmarks, samples_dir=samples_dir)
         del model
     for suite in (s for s in cfg.suites if s.type == "lmeval"):
-        from psft_orchestrator.backends.lmeval import evaluate_with_lmeval
+        from psft_orchestrator.evals.lmeval import evaluate_with_lmeval
 
         scores += evaluate_with_lmeval(
             model_dir, suite, benchmarks, job.out / "work", samples=samples

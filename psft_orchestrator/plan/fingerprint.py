@@ -1,8 +1,9 @@
 """Node fingerprints: a hash of everything that determines a node's output.
 
-fingerprint = sha256(kind, backend, backend version, resolved config, parents' fingerprints,
-input data content hashes). Labels, resources and descriptions are left out: they change how a
-node is shown or scheduled, not what it computes.
+fingerprint = sha256(kind, backend, backend version, the stage's `param` fields, parents'
+fingerprints, input data content hashes). Fields declared with `setting` (labels, resources,
+log/eval/save cadence, ...) are left out: they change how a node is run, logged or shown, not
+what it computes (see `psft_orchestrator.identity`).
 """
 
 from __future__ import annotations
@@ -13,24 +14,21 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 import psft_orchestrator
+from psft_orchestrator.backends import REGISTRY
+from psft_orchestrator.identity import fingerprint_fields
 
 # Bump when the native trainer's numerics change, so old artifacts are not reused.
 NATIVE_VERSION = f"native-{psft_orchestrator.__version__}"
-BACKEND_PACKAGES = {
-    "verl": "verl",
-    "llamafactory": "llamafactory",
-    "lmeval": "lm_eval",
-    "vllm": "vllm",
-}
-NOT_IN_FINGERPRINT = ("name", "description", "labels", "resources", "method", "model", "data")
 
 
 def backend_version(backend: str) -> str:
     """Version string of a backend, without importing it (fast enough for --plan)."""
     if backend == "native":
         return NATIVE_VERSION
-    pkg = BACKEND_PACKAGES[backend]
+    pkg = REGISTRY[backend].package or psft_orchestrator.__name__
     try:
         return f"{backend}-{metadata.version(pkg)}"
     except metadata.PackageNotFoundError:
@@ -70,15 +68,25 @@ def content_hash(path: Path) -> str:
     return _hash_cache[key]
 
 
-def node_fingerprint(
-    kind: str, backend: str, config: dict[str, Any], parents: dict[str, str], inputs: dict[str, str]
-) -> str:
-    payload = {
+def fingerprint_payload(
+    kind: str,
+    backend: str,
+    stage_model: type[BaseModel],
+    config: dict[str, Any],
+    parents: dict[str, str],
+    inputs: dict[str, Any],
+) -> dict[str, Any]:
+    """What a node's fingerprint hashes: the `param` fields of its config (see `identity`), kind,
+    backend and its version, the parents' fingerprints and the content hashes of declared inputs."""
+    return {
         "kind": kind,
         "backend": backend,
         "backend_version": backend_version(backend),
-        "config": {k: v for k, v in config.items() if k not in NOT_IN_FINGERPRINT},
+        "config": {k: config[k] for k in fingerprint_fields(stage_model)},
         "parents": parents,
         "inputs": inputs,
     }
+
+
+def node_fingerprint(payload: dict[str, Any]) -> str:
     return sha256(canonical(payload))

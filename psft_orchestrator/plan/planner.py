@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ from psft_orchestrator.spec.schema import (
 )
 from psft_orchestrator.spec.yamlsrc import Doc
 
-from .fingerprint import canonical, content_hash, node_fingerprint, sha256
+from .fingerprint import canonical, content_hash, fingerprint_payload, node_fingerprint, sha256
 
 MAX_NODES = 2000
 
@@ -62,8 +63,10 @@ class Node:
     def fp16(self) -> str:
         return self.fingerprint[:16]
 
-    @property
+    @cached_property
     def config(self) -> dict[str, Any]:
+        """The resolved stage fields as JSON data, dumped once (the stage model is final once
+        the node exists): what `job.json`, the manifest and the fingerprint are made from."""
         return self.stage_model.model_dump(mode="json", by_alias=True)
 
     def artifact_dir(self, workspace: Path) -> Path:
@@ -105,6 +108,22 @@ class Plan:
             if n.id == node_id_or_prefix or n.fingerprint.startswith(node_id_or_prefix):
                 return n
         raise KeyError(node_id_or_prefix)
+
+    def find(self, name: str) -> Node:
+        """The node with this id or fingerprint prefix (`--explain NODE`), or a SpecError."""
+        hits = [
+            n
+            for n in self.nodes
+            if n.id == name or (len(name) >= 6 and n.fingerprint.startswith(name))
+        ]
+        if len(hits) != 1:
+            why = (
+                "matches no node id or fingerprint prefix" if not hits else "matches several nodes"
+            )
+            raise SpecError.one(
+                None, f"--explain {name}", why + did_you_mean(name, [n.id for n in self.nodes])
+            )
+        return hits[0]
 
     def forced(self, names: list[str]) -> set[str]:
         """Ids of the nodes `--force NAME...` reruns: the matches and everything downstream."""
@@ -496,13 +515,7 @@ def _fan_out(
         _resolve_inputs(node, raw, model, pipeline, declared)
         _type_check(node, raw, model)
         node.labels = _labels(node, model, raw)
-        node.fingerprint = node_fingerprint(
-            kind,
-            model.backend,
-            node.config,
-            {slot: p.fingerprint for slot, p in sorted(parents.items())},
-            node.input_hashes,
-        )
+        node.fingerprint = node_fingerprint(fingerprint_payload_of(node))
         out.append(node)
     return out
 
@@ -523,6 +536,18 @@ def _pair_seeds(combos: list, raw: RawNode, model: StageBase) -> list:
             f"were made with {axis}s {', '.join(upstream)}",
         )
     return kept
+
+
+def fingerprint_payload_of(node: Node) -> dict[str, Any]:
+    """The inputs of `node`'s fingerprint (printed by `--plan --explain`)."""
+    return fingerprint_payload(
+        node.kind,
+        node.backend,
+        type(node.stage_model),
+        node.config,
+        {slot: p.fingerprint for slot, p in sorted(node.parents.items())},
+        node.input_hashes,
+    )
 
 
 def _resolve_inputs(

@@ -13,8 +13,10 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
+from psft_orchestrator.backends import ALL_KINDS, REGISTRY, backends_for
 from psft_orchestrator.data.filter_config import FilterConfig
 from psft_orchestrator.evals.config import EvalConfig
+from psft_orchestrator.identity import param, setting
 from psft_orchestrator.training.config import (
     DFTConfig,
     DPOConfig,
@@ -26,24 +28,15 @@ from psft_orchestrator.training.config import (
     Strict,
 )
 
-Backend = Literal["native", "verl", "llamafactory", "lmeval", "vllm"]
+# Exactly the backends that exist (see backends.REGISTRY).
+Backend = Literal[tuple(REGISTRY)]  # type: ignore[valid-type]
 DataType = Literal["dataset", "preference", "prompts", "corpus", "benchmark"]
 Scalar = str | int | float | bool
 
 NAME_RE = r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$"
 
 # Which backends can run which kind. The first one is the default.
-BACKENDS: dict[str, tuple[str, ...]] = {
-    "pretrain": ("native",),
-    "filter": ("native",),
-    "sft": ("native", "verl"),
-    "psft": ("native", "verl"),
-    "dft": ("native", "verl"),
-    "iwsft": ("native",),
-    "dpo": ("native", "llamafactory"),
-    "grpo": ("native", "verl"),
-    "eval": ("native", "lmeval", "vllm"),
-}
+BACKENDS: dict[str, tuple[str, ...]] = {kind: backends_for(kind) for kind in ALL_KINDS}
 
 # What each kind consumes in its `data` slot (None: it takes no data) and whether it needs a model.
 DATA_TYPES: dict[str, tuple[str, ...] | None] = {
@@ -183,25 +176,25 @@ class RewardFn(Strict):
 class StageBase(Strict):
     """Fields every stage has. Hyperparameters come from the kind's config model."""
 
-    name: str = Field(
+    name: str = setting(
         pattern=NAME_RE, description="Unique stage name; node ids are `name[axis=value,...]`."
     )
     kind: str
-    backend: Backend = Field("native", description="Which engine runs this stage.")
-    description: str = Field("", description="Free text, shown in the plan.")
-    method: str | None = Field(
+    backend: Backend = param("native", description="Which engine runs this stage.")
+    description: str = setting("", description="Free text, shown in the plan.")
+    method: str | None = setting(
         None, description="Method label (a name from `methods:`) used in result tables."
     )
-    model: Ref | None = Field(
+    model: Ref | None = setting(
         None, description="Input model: a declared model name, or {from: stage}."
     )
-    data: Ref | None = Field(
+    data: Ref | None = setting(
         None, description="Input data: a declared dataset name, or {from: stage}."
     )
-    labels: dict[str, Scalar] = Field(
+    labels: dict[str, Scalar] = setting(
         default_factory=dict, description="Extra labels for result tables."
     )
-    resources: Resources = Field(
+    resources: Resources = setting(
         default_factory=Resources, description="Ray resources for this node."
     )
 
@@ -220,43 +213,43 @@ KIND_DOC = (
 
 
 class PretrainStage(StageBase, PretrainConfig):
-    kind: Literal["pretrain"] = Field(description=KIND_DOC)
+    kind: Literal["pretrain"] = param(description=KIND_DOC)
 
 
 class FilterStage(StageBase, FilterConfig):
-    kind: Literal["filter"] = Field(description=KIND_DOC)
+    kind: Literal["filter"] = param(description=KIND_DOC)
 
 
 class SFTStage(StageBase, SFTConfig):
-    kind: Literal["sft"] = Field(description=KIND_DOC)
+    kind: Literal["sft"] = param(description=KIND_DOC)
 
 
 class PSFTStage(StageBase, PSFTConfig):
-    kind: Literal["psft"] = Field(description=KIND_DOC)
+    kind: Literal["psft"] = param(description=KIND_DOC)
 
 
 class DFTStage(StageBase, DFTConfig):
-    kind: Literal["dft"] = Field(description=KIND_DOC)
+    kind: Literal["dft"] = param(description=KIND_DOC)
 
 
 class IWSFTStage(StageBase, IWSFTConfig):
-    kind: Literal["iwsft"] = Field(description=KIND_DOC)
+    kind: Literal["iwsft"] = param(description=KIND_DOC)
 
 
 class DPOStage(StageBase, DPOConfig):
-    kind: Literal["dpo"] = Field(description=KIND_DOC)
+    kind: Literal["dpo"] = param(description=KIND_DOC)
 
 
 class GRPOStage(StageBase, GRPOConfig):
-    kind: Literal["grpo"] = Field(description=KIND_DOC)
-    reward: RewardFn | None = Field(
+    kind: Literal["grpo"] = param(description=KIND_DOC)
+    reward: RewardFn | None = param(
         None, description="Custom reward function; default: Math-Verify answer check."
     )
 
 
 class EvalStage(StageBase, EvalConfig):
-    kind: Literal["eval"] = Field(description=KIND_DOC)
-    benchmarks: list[str] = Field(
+    kind: Literal["eval"] = param(description=KIND_DOC)
+    benchmarks: list[str] = param(
         default_factory=list,
         description="Declared benchmark datasets every suite may use (by name).",
     )

@@ -170,9 +170,9 @@ def read_prompts(path: str | Path) -> list[dict[str, Any]]:
 
 
 def score(completion: str, ground_truth: str, format_reward: float = 0.0) -> tuple[float, bool]:
-    """(reward, correct): 1 when Math-Verify accepts the last \\boxed{} (`evals.answers.verify`),
+    """(reward, correct): 1 when Math-Verify accepts the last \\boxed{} (`data.answers.verify`),
     plus `format_reward` when the completion has a \\boxed{} at all."""
-    from psft_orchestrator.evals.answers import extract_boxed, verify
+    from psft_orchestrator.data.answers import extract_boxed, verify
 
     correct = verify(completion, ground_truth)
     bonus = format_reward if format_reward and extract_boxed(completion) is not None else 0.0

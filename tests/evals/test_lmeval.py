@@ -78,7 +78,7 @@ def test_scores_from_results():
 
 def test_lm_eval_on_local_tasks_with_the_parrot(parrot_model, tmp_path):
     """Real lm-eval 0.4.13 run on CPU (about 5 s): generate_until scored by exact match, multiple choice by acc."""
-    from psft_orchestrator.backends.lmeval import evaluate_with_lmeval
+    from psft_orchestrator.evals.lmeval import evaluate_with_lmeval
     from psft_orchestrator.evals.records import SampleWriter
 
     benchmarks = {

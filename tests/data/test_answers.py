@@ -2,7 +2,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from psft_orchestrator.evals.answers import extract_boxed, verify, verify_answer
+from psft_orchestrator.data.answers import extract_boxed, verify, verify_answer
 
 
 @pytest.mark.parametrize(
