@@ -13,29 +13,9 @@ node whose interpreter cannot import vllm (plan/backend_checks.py).
 
 from __future__ import annotations
 
-import os
-import sys
-from pathlib import Path
 from typing import Any
 
 from psft_orchestrator.contract import Job
-
-VLLM_ENV_LINK = ".venv-vllm"  # in the repository root, made by scripts/setup_env.sh
-
-
-def repo_root() -> Path:
-    return Path(__file__).resolve().parents[2]
-
-
-def vllm_python(interpreters: dict[str, str] | None = None) -> str:
-    """The interpreter of the vLLM environment: the spec's `interpreters.vllm`, else
-    $PSFT_VLLM_PYTHON (set by the run layer for its workers), else <repo>/.venv-vllm/bin/python."""
-    if interpreters and interpreters.get("vllm"):
-        return interpreters["vllm"]
-    if os.environ.get("PSFT_VLLM_PYTHON"):
-        return os.environ["PSFT_VLLM_PYTHON"]
-    linked = repo_root() / VLLM_ENV_LINK / "bin" / "python"
-    return str(linked) if linked.exists() else sys.executable
 
 
 class VllmGenerator:
