@@ -67,3 +67,45 @@ def protocol_key(protocol: dict[str, Any] | None) -> str:
     keep = {k: v for k, v in protocol.items() if k != "versions"}
     libs = {k: v for k, v in (protocol.get("versions") or {}).items() if k != "psft_orchestrator"}
     return json.dumps({**keep, "versions": libs}, sort_keys=True, separators=(",", ":"))
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _parse(text: str | None) -> dict[str, Any]:
+    import json
+
+    return _flatten(json.loads(text)) if text else {}
+
+
+def describe_mix(texts: list[str | None]) -> str:
+    """'' when the protocols agree (up to psft_orchestrator's own version); else the fields
+    that differ with their values, e.g. "backend: native vs vllm; judge.kind: rules vs api"."""
+    import json
+
+    keys = {protocol_key(json.loads(t) if t else None) for t in texts}
+    if len(keys) <= 1:
+        return ""
+    flat = [_parse(t) for t in texts]
+    fields = sorted({k for f in flat for k in f} - {"versions.psft_orchestrator"})
+    diffs = []
+    for k in fields:
+        values = sorted({str(f.get(k, "–")) for f in flat})
+        if len(values) > 1:
+            diffs.append(f"{k}: {' vs '.join(values)}")
+    return "; ".join(diffs) or "unrecorded protocol beside a recorded one"
+
+
+def summarize(text: str | None) -> str:
+    """One line: every recorded field of a protocol, 'unrecorded' for scores without one."""
+    flat = _parse(text)
+    if not flat:
+        return "unrecorded (scores from before protocols were stored, or imported)"
+    return ", ".join(f"{k}={v}" for k, v in flat.items())
