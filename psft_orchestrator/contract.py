@@ -164,6 +164,11 @@ class ScoreRow(BaseModel):
     step: int | None = Field(
         None, description="Training step for intermediate evals; None = final."
     )
+    protocol: dict[str, Any] | None = Field(
+        None,
+        description="How the score was measured: backend, sampling, k, judge, library versions "
+        "(evals/protocol.py). Scores of different protocols are never averaged silently.",
+    )
 
 
 class MetricsWriter:

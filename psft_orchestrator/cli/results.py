@@ -120,6 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("--out", type=Path, default=None, help="also write the output to this file")
     sp.add_argument("--tables-dir", type=Path, action="append", default=None)
+    sp.add_argument(
+        "--protocol",
+        action="store_true",
+        help="add each column's evaluation protocols (backend, sampling, k, judge, versions)",
+    )
 
     sp = cmd("pivot", cmd_pivot, "group eval scores (or final metrics) into a rows x columns table")
     sp.add_argument(
@@ -490,6 +495,7 @@ def cmd_table(args: argparse.Namespace) -> int:
             spec=args.spec,
             run=_run_id(con, args.run) if args.run else None,
             per_seed=args.per_seed,
+            show_protocol=args.protocol,
         )
     if not grid.rows:
         where = f"imported source {args.source!r}" if args.source else "the index"

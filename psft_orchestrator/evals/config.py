@@ -78,6 +78,48 @@ class RulesSuite(_Sampling):
     )
 
 
+class JudgeAPI(_Strict):
+    """An LLM judge behind an OpenAI-compatible API: a running server (`endpoint` + `model`), or
+    `vllm serve` started for the node (`serve`: a declared model name)."""
+
+    endpoint: str | None = Field(
+        None, description="Base URL of an OpenAI-compatible API, e.g. http://127.0.0.1:8000/v1."
+    )
+    model: str | None = Field(None, description="Model name the endpoint serves.")
+    api_key_env: str | None = Field(
+        None, description="Environment variable holding the API key (checked at --plan)."
+    )
+    serve: str | None = Field(
+        None,
+        description="Declared model (models:) to serve with `vllm serve` on 127.0.0.1 for this node.",
+    )
+    serve_args: list[str] = Field(
+        default_factory=list, description="Extra `vllm serve` arguments (e.g. --max-model-len)."
+    )
+    concurrency: int = Field(8, ge=1, le=512, description="Judge requests in flight at once.")
+    timeout_s: float = Field(120.0, gt=0, le=3600, description="Timeout of one judge request.")
+    retries: int = Field(3, ge=0, le=20, description="Retries of a failed judge request.")
+    guided: bool = Field(
+        False,
+        description="Constrain replies to the verdict format (vLLM structured outputs); for small judges.",
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> JudgeAPI:
+        if (self.endpoint is None) == (self.serve is None):
+            raise ValueError("a judge needs exactly one of `endpoint` (with `model`) or `serve`")
+        if self.endpoint is not None and not self.model:
+            raise ValueError("a judge `endpoint` needs `model` (the name the server serves)")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return "vllm-serve" if self.serve else "api"
+
+
+JudgeProtocol = Literal["score", "mt_bench", "arena_hard", "alpaca_eval"]
+
+
 class JudgeSuite(_Sampling):
     """Open-ended answers graded by a judge: mean score and, with reference answers, pairwise win rate."""
 
@@ -88,9 +130,17 @@ class JudgeSuite(_Sampling):
     system_prompt: str | None = Field(
         ASSISTANT_SYSTEM_PROMPT, description="System message for every prompt."
     )
-    judge: str = Field(
+    judge: str | JudgeAPI = Field(
         "rules",
-        description='"rules" (rule-based grader using each row\'s answer/checks) or the path of a local HF model.',
+        description='"rules" (rule-based grader using each row\'s answer/checks), the path of a local '
+        "HF model, or an API judge {endpoint, model, api_key_env} / {serve: MODEL}.",
+    )
+    protocol: JudgeProtocol = Field(
+        "score",
+        description="score: rating (0-100) and win rate vs references; mt_bench: 1-10 ratings of "
+        "turn 1 and turn 2 (turn 2 asked with turn 1 in context); arena_hard: pairwise win rate "
+        "vs baseline answers, judged in both orders; alpaca_eval: win rate and length-controlled "
+        "win rate vs reference answers (both orders).",
     )
     reference: str | None = Field(
         None,

@@ -87,7 +87,12 @@ def generate(
     prompts: list[Messages],
     params: SamplingParams,
 ) -> list[list[str]]:
-    """`params.k` completions per prompt (decoded, special tokens removed), in prompt order."""
+    """`params.k` completions per prompt (decoded, special tokens removed), in prompt order.
+
+    `model` may also be another engine with `complete(prompts, params, tokenizer)` (the vllm
+    backend's generator): the suites do not know which one answers."""
+    if hasattr(model, "complete"):
+        return model.complete(prompts, params, tokenizer)
     import torch
 
     texts = [render(tokenizer, m) for m in prompts for _ in range(params.k)]

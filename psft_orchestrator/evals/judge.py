@@ -1,173 +1,413 @@
-"""Judged suite (AlpacaEval / MT-Bench / Arena-Hard stand-in): generate answers, grade with a judge.
+"""Judged suites: generate answers, grade them with a judge (evals/judges.py), by protocol.
 
-Two judges share one interface:
-    score(prompt, answer) -> float in [0, 10] (NaN when a model judge's output has no rating)
-    compare(prompt, answer, reference) -> "win" | "tie" | "loss"  (answer vs reference)
+- `score` (default): each answer rated 1-10 (reported x10, 0-100) and, when reference answers
+  exist, a pairwise win rate against them.
+- `mt_bench`: MT-Bench single-answer grading of turn 1 and of turn 2; turn 2 is generated with
+  the turn-1 exchange in context and graded with MT-Bench's multi-turn template. Rows give their
+  two user turns as `turns: [q1, q2]` (or a `prompt` list of two strings); per-turn rules for
+  the rule judge as `turn_checks: [[...], [...]]`. Metrics `turn1`, `turn2`, `score` on 1-10.
+- `arena_hard`: every answer against the baseline model's answer (the `reference` benchmark
+  or the row's `reference`), asked in both orders; each order is one game. Metric `win_rate`.
+- `alpaca_eval`: against the reference answers, both orders averaged per instruction; metrics
+  `win_rate` and `lc_win_rate` (evals/length_control.py).
 
-`RuleJudge` grades the toy world with each benchmark row's own `answer` / `checks`, so a judged
-run is exact and fast on CPU. `ModelJudge` prompts a local HF model with a fixed rubric and parses
-"Rating: [[x]]" / "[[A]]|[[B]]|[[C]]", MT-Bench style; pairwise verdicts are asked in both orders
-and only a consistent preference counts as a win or a loss (position-bias guard).
-
-Reported: `score` (mean rating x 10, so 0-100), `win_rate` (wins + ties/2, percent) when reference
-answers exist, and `unparsed` (percent of model-judge outputs without a rating).
+LLM judges also report `unparsed` (percent of replies without a verdict). Every judge prompt and
+reply is stored per sample in outputs/samples/<benchmark>.jsonl; every ScoreRow carries the
+protocol (backend, sampling, k, judge kind/model, versions).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
-import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any
 
 from psft_orchestrator.contract import ScoreRow
-from psft_orchestrator.evals.config import JudgeSuite
-from psft_orchestrator.evals.generate import (
-    SamplingParams,
-    as_messages,
-    generate,
-    load_model,
-    sampling_params,
+from psft_orchestrator.evals.config import JudgeAPI, JudgeSuite
+from psft_orchestrator.evals.generate import as_messages, generate, sampling_params
+
+# Re-exported: the parsers are part of this module's interface.
+from psft_orchestrator.evals.judges import (  # noqa: F401
+    RATING_REGEX,
+    VERDICT_REGEX,
+    HFChat,
+    Judge,
+    LLMJudge,
+    PairItem,
+    RateItem,
+    RuleJudge,
+    Verdict,
+    parse_score,
+    parse_verdict,
 )
-from psft_orchestrator.evals.records import SampleWriter, mean_score, prompt_text, read_benchmark
-
-Outcome = Literal["win", "tie", "loss"]
-
-PAIRWISE_RUBRIC = (
-    "Please act as an impartial judge and evaluate the responses provided by two AI assistants to "
-    "the user question displayed below. Choose the assistant that follows the user's instructions "
-    "and answers the question better. Do not let the order or length of the responses influence you. "
-    'After a short explanation, output your final verdict strictly as "[[A]]" if assistant A is '
-    'better, "[[B]]" if assistant B is better, and "[[C]]" for a tie.'
-)
-
-_RATING = re.compile(
-    r"\[\[\s*(\d+(?:\.\d+)?)\s*\]\]|rating\s*[:=]?\s*(\d+(?:\.\d+)?)(?:\s*/\s*10)?", re.IGNORECASE
-)
-_VERDICT = re.compile(r"\[\[\s*([ABC])\s*\]\]")
+from psft_orchestrator.evals.records import SampleWriter, prompt_text, read_benchmark
 
 
-def parse_score(text: str) -> float | None:
-    """The last rating in a judge's output ("Rating: [[7]]", "[[7.5]]", "Rating: 8/10"), clipped to
-    [0, 10]; None when there is none."""
-    matches = list(_RATING.finditer(text))
-    if not matches:
-        return None
-    m = matches[-1]
-    value = float(m.group(1) or m.group(2))
-    return min(max(value, 0.0), 10.0)
+@contextlib.contextmanager
+def open_judge(
+    suite: JudgeSuite, judge_models: dict[str, str], work_dir: Path | None
+) -> Iterator[tuple[Judge, dict[str, Any]]]:
+    """The suite's judge and its protocol record; a served judge lives for the block."""
+    spec = suite.judge
+    if spec == "rules":
+        yield RuleJudge(), {"kind": "rules"}
+        return
+    if isinstance(spec, str):
+        chat = HFChat(spec, suite.judge_max_new_tokens)
+        yield LLMJudge(chat, suite.rubric), {"kind": "local-hf", "model": Path(spec).name}
+        return
+    with _api_endpoint(spec, judge_models, work_dir) as (base_url, model, api_key):
+        from psft_orchestrator.evals.judge_api import ApiChat
 
-
-def parse_verdict(text: str) -> Outcome | None:
-    """The last "[[A]]" / "[[B]]" / "[[C]]" of a pairwise judgement, from assistant A's side."""
-    matches = _VERDICT.findall(text)
-    if not matches:
-        return None
-    return {"A": "win", "B": "loss", "C": "tie"}[matches[-1]]
-
-
-class Judge(Protocol):
-    def score(self, prompt: str, answer: str) -> float: ...
-
-    def compare(self, prompt: str, answer: str, reference: str) -> Outcome: ...
-
-
-def _outcome(a: float, b: float) -> Outcome:
-    return "win" if a > b else "loss" if a < b else "tie"
-
-
-def _grading_key(row: dict[str, Any]) -> tuple[Any, ...]:
-    """What `RuleJudge.score` reads from a row: its checks, or else its answer and choices."""
-    if row.get("checks"):
-        return ("checks", row["checks"])
-    return ("answer", row.get("answer"), row.get("choices"))
-
-
-class RuleJudge:
-    """Grades by the benchmark row whose prompt matches: exact / multiple-choice answer -> 0 or 10;
-    `checks` -> 10 x the fraction of instructions followed (strictly)."""
-
-    def __init__(self, rows: list[dict[str, Any]]):
-        self.rows: dict[str, dict[str, Any]] = {}
-        for r in rows:
-            key = prompt_text(r["prompt"])
-            old = self.rows.setdefault(key, r)
-            # Two rows may share a prompt (toy benchmarks are sampled); that is only ambiguous
-            # when they would be graded differently. A row with `checks` is graded by its checks
-            # alone, so its reference `answer` may differ freely.
-            if _grading_key(old) != _grading_key(r):
-                raise ValueError(
-                    f"rule judge: prompt {key!r} appears twice with different grading rules"
-                )
-
-    def score(self, prompt: str, answer: str) -> float:
-        from psft_orchestrator.evals.exact import grade
-
-        row = self.rows[prompt]
-        if row.get("checks"):
-            from psft_orchestrator.data.toy.checks import follows
-
-            return 10.0 * sum(follows(answer, c) for c in row["checks"]) / len(row["checks"])
-        if "answer" in row:
-            return 10.0 * grade(answer, row["answer"], row.get("choices"))
-        raise ValueError("rule judge: a row needs `checks` or `answer`")
-
-    def compare(self, prompt: str, answer: str, reference: str) -> Outcome:
-        return _outcome(self.score(prompt, answer), self.score(prompt, reference))
-
-
-class ModelJudge:
-    """A local HF model as judge (greedy decoding, fixed rubric prompts)."""
-
-    def __init__(
-        self,
-        model_dir: str | Path,
-        rubric: str,
-        max_new_tokens: int = 512,
-        model: Any = None,
-        tokenizer: Any = None,
-    ):
-        if model is None:
-            model, tokenizer = load_model(model_dir)
-        self.model, self.tokenizer, self.rubric = model, tokenizer, rubric
-        self.params = SamplingParams(
-            k=1, temperature=0.0, max_new_tokens=max_new_tokens, batch_size=1
+        chat = ApiChat(
+            base_url,
+            model,
+            api_key,
+            spec.concurrency,
+            spec.timeout_s,
+            spec.retries,
+            suite.judge_max_new_tokens,
         )
-        self.last_output = ""
-
-    def _ask(self, system: str, user: str) -> str:
-        messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
-        self.last_output = generate(self.model, self.tokenizer, [messages], self.params)[0][0]
-        return self.last_output
-
-    def score(self, prompt: str, answer: str) -> float:
-        text = self._ask(
-            self.rubric,
-            f"[Question]\n{prompt}\n\n[The Start of Assistant's Answer]\n{answer}\n[The End of Assistant's Answer]",
+        chat.probe()
+        info = {"kind": spec.kind, "model": spec.serve or spec.model, "guided": spec.guided}
+        yield (
+            _GuidedJudge(chat, suite.rubric) if spec.guided else LLMJudge(chat, suite.rubric),
+            info,
         )
-        value = parse_score(text)
-        return math.nan if value is None else value
 
-    def _pairwise(self, prompt: str, a: str, b: str) -> Outcome | None:
-        return parse_verdict(
-            self._ask(
-                PAIRWISE_RUBRIC,
-                f"[User Question]\n{prompt}\n\n[The Start of Assistant A's Answer]\n{a}\n[The End of Assistant A's Answer]"
-                f"\n\n[The Start of Assistant B's Answer]\n{b}\n[The End of Assistant B's Answer]",
+
+@contextlib.contextmanager
+def _api_endpoint(
+    spec: JudgeAPI, judge_models: dict[str, str], work_dir: Path | None
+) -> Iterator[tuple[str, str, str]]:
+    import os
+
+    if spec.endpoint is not None:
+        key = os.environ.get(spec.api_key_env, "") if spec.api_key_env else "EMPTY"
+        if spec.api_key_env and not key:
+            raise ValueError(f"judge: environment variable {spec.api_key_env} is not set")
+        yield spec.endpoint, str(spec.model), key
+        return
+    from psft_orchestrator.backends.envs import vllm_python
+    from psft_orchestrator.evals.judge_api import vllm_server
+
+    assert spec.serve is not None
+    model = judge_models.get(spec.serve)
+    if model is None:
+        raise ValueError(f"judge: served model {spec.serve!r} is not among the node's inputs")
+    model = model.removeprefix("hf:").split("@")[0]  # a hub id resolved from the local cache
+    log = Path(work_dir or ".") / "vllm_serve.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with vllm_server(model, vllm_python(), log, extra_args=spec.serve_args) as url:
+        yield url, model, "EMPTY"
+
+
+class _GuidedJudge(LLMJudge):
+    """An API judge whose replies are constrained to the verdict format (vLLM structured outputs)."""
+
+    def rate(self, items: list[RateItem]) -> list[Verdict]:
+        chat = self.chat
+        self.chat = lambda prompts: chat(prompts, RATING_REGEX)  # type: ignore[call-arg]
+        try:
+            return super().rate(items)
+        finally:
+            self.chat = chat
+
+    def compare(self, items: list[PairItem]) -> list[Verdict]:
+        chat = self.chat
+        self.chat = lambda prompts: chat(prompts, VERDICT_REGEX)  # type: ignore[call-arg]
+        try:
+            return super().compare(items)
+        finally:
+            self.chat = chat
+
+
+# ---------------------------------------------------------------- protocols
+
+
+def _grading(row: dict[str, Any], turn: int = 0) -> dict[str, Any]:
+    """The rule judge's rule for one turn of a row."""
+    if row.get("turn_checks"):
+        return {"checks": row["turn_checks"][turn]}
+    if turn:
+        return {}
+    return {k: row[k] for k in ("checks", "answer", "choices") if k in row}
+
+
+def _mean(values: list[float]) -> float:
+    vals = [v for v in values if not math.isnan(v)]
+    return sum(vals) / len(vals) if vals else math.nan
+
+
+def _row(suite: str, bench: str, metric: str, per_row: list[float], scale: float, step: Any):
+    """ScoreRow of the mean of per-row values (NaN rows left out), times `scale`."""
+    vals = [v for v in per_row if not math.isnan(v)]
+    n = len(vals)
+    mean = sum(vals) / n if n else math.nan
+    var = sum((x - mean) ** 2 for x in vals) / (n - 1) if n > 1 else 0.0
+    return ScoreRow(
+        suite=suite,
+        benchmark=bench,
+        metric=metric,
+        value=scale * mean if n else 0.0,
+        n=n,
+        stderr=scale * math.sqrt(var / n) if n else None,
+        step=step,
+    )
+
+
+def _games(judge: Judge, questions: list[str], answers: list[str], refs: list[str], rows):
+    """Both orders of every (answer, reference) pair: [(model-first, model-second)] verdicts, with
+    the second game's value turned to the model's side."""
+    first = judge.compare(
+        [
+            PairItem(q, a, r, _grading(g))
+            for q, a, r, g in zip(questions, answers, refs, rows, strict=True)
+        ]
+    )
+    second = judge.compare(
+        [
+            PairItem(q, r, a, _grading(g))
+            for q, a, r, g in zip(questions, answers, refs, rows, strict=True)
+        ]
+    )
+    return [
+        (v1, Verdict(1.0 - v2.value, v2.prompt, v2.reply))
+        for v1, v2 in zip(first, second, strict=True)
+    ]
+
+
+def _transcript(*verdicts: Verdict) -> list[dict[str, Any]]:
+    return [{"prompt": v.prompt, "reply": v.reply} for v in verdicts if v.prompt is not None]
+
+
+class _Bench:
+    """One benchmark of a judged suite: its rows, prompts and the generator to answer them."""
+
+    def __init__(self, model, tokenizer, suite: JudgeSuite, name: str, rows, references, step):
+        self.model, self.tokenizer, self.suite, self.name = model, tokenizer, suite, name
+        self.rows, self.step = rows, step
+        self.questions = [prompt_text(_turns(r)[0]) for r in rows]
+        self.refs = [
+            references.get(q, r.get("reference")) for q, r in zip(self.questions, rows, strict=True)
+        ]
+
+    def answer(self, conversations: list[list[dict[str, str]]], k: int | None = None):
+        params = sampling_params(self.suite)
+        if k is not None:
+            from dataclasses import replace
+
+            params = replace(params, k=k)
+        return generate(self.model, self.tokenizer, conversations, params)
+
+    def first_turn(self) -> list[list[dict[str, str]]]:
+        return [as_messages(_turns(r)[0], self.suite.system_prompt) for r in self.rows]
+
+    def score(self, metric: str, per_row: list[float], scale: float = 100.0) -> ScoreRow:
+        return _row(self.suite.label, self.name, metric, per_row, scale, self.step)
+
+
+def _turns(row: dict[str, Any]) -> list[Any]:
+    """A row's user turns: `turns`, a `prompt` list of strings, or the single `prompt`."""
+    if row.get("turns"):
+        return list(row["turns"])
+    p = row["prompt"]
+    if isinstance(p, list) and p and all(isinstance(t, str) for t in p):
+        return list(p)
+    return [p]
+
+
+def _by_row(n_rows: int, where: list[tuple[int, int, str]], values: list[float]) -> list[float]:
+    """Mean per row of per-sample values (NaN left out; NaN for a row without any)."""
+    groups: list[list[float]] = [[] for _ in range(n_rows)]
+    for (i, _, _), v in zip(where, values, strict=True):
+        groups[i].append(v)
+    return [_mean(g) for g in groups]
+
+
+def _flat(answers: list[list[str]]) -> list[tuple[int, int, str]]:
+    return [(i, j, a) for i, outs in enumerate(answers) for j, a in enumerate(outs)]
+
+
+def _nan_share(*verdicts: Verdict) -> float:
+    return sum(math.isnan(v.value) for v in verdicts) / len(verdicts)
+
+
+def _score_protocol(b: _Bench, judge: Judge):
+    """Rating of every answer (0-100) and, with references, the win rate vs them."""
+    first = b.first_turn()
+    where = _flat(b.answer(first))
+    ratings = judge.rate(
+        [RateItem(b.questions[i], a, [], _grading(b.rows[i])) for i, _, a in where]
+    )
+    has_ref = [k for k, (i, _, _) in enumerate(where) if b.refs[i] is not None]
+    games = dict(zip(has_ref, _pair_games(b, judge, [where[k] for k in has_ref]), strict=True))
+    outcomes = [
+        (games[k][0].value + games[k][1].value) / 2 if k in games else math.nan
+        for k in range(len(where))
+    ]
+    records = [
+        {
+            "index": i,
+            "sample": j,
+            "prompt": first[i],
+            "completion": a,
+            "rating": ratings[k].value,
+            "reference": b.refs[i],
+            "outcome": outcomes[k],
+            "judge": _transcript(ratings[k], *games.get(k, ())),
+        }
+        for k, (i, j, a) in enumerate(where)
+    ]
+    scores = [b.score("score", _by_row(len(b.rows), where, [v.value / 10 for v in ratings]))]
+    if games:
+        scores.append(b.score("win_rate", _by_row(len(b.rows), where, outcomes)))
+    unparsed = _by_row(len(b.rows), where, [_nan_share(v) for v in ratings])
+    return scores, records, unparsed
+
+
+def _pair_games(b: _Bench, judge: Judge, where: list[tuple[int, int, str]]):
+    return _games(
+        judge,
+        [b.questions[i] for i, _, _ in where],
+        [a for _, _, a in where],
+        [str(b.refs[i]) for i, _, _ in where],
+        [b.rows[i] for i, _, _ in where],
+    )
+
+
+def _mt_bench(b: _Bench, judge: Judge):
+    """Turn 1, then turn 2 with the turn-1 exchange in context; both graded 1-10."""
+    first = b.first_turn()
+    where = _flat(b.answer(first))
+    convs = [turn_two(first[i], a1, _second_turn(b, i)) for i, _, a1 in where]
+    answers2 = [outs[0] for outs in b.answer(convs, k=1)]
+    rate1 = judge.rate(
+        [RateItem(b.questions[i], a1, [], _grading(b.rows[i])) for i, _, a1 in where]
+    )
+    rate2 = judge.rate(
+        [
+            RateItem(conv[-1]["content"], a2, _history(conv), _grading(b.rows[i], 1))
+            for (i, _, _), conv, a2 in zip(where, convs, answers2, strict=True)
+        ]
+    )
+    records = [
+        {
+            "index": i,
+            "sample": j,
+            "prompt": first[i],
+            "completion": a1,
+            "turn2_prompt": convs[k],
+            "turn2_completion": answers2[k],
+            "rating_turn1": rate1[k].value,
+            "rating_turn2": rate2[k].value,
+            "judge": _transcript(rate1[k], rate2[k]),
+        }
+        for k, (i, j, a1) in enumerate(where)
+    ]
+    n = len(b.rows)
+    t1 = _by_row(n, where, [v.value for v in rate1])
+    t2 = _by_row(n, where, [v.value for v in rate2])
+    both = _by_row(
+        n, where, [_mean([v1.value, v2.value]) for v1, v2 in zip(rate1, rate2, strict=True)]
+    )
+    scores = [b.score("turn1", t1, 1.0), b.score("turn2", t2, 1.0), b.score("score", both, 1.0)]
+    unparsed = _by_row(n, where, [_nan_share(v1, v2) for v1, v2 in zip(rate1, rate2, strict=True)])
+    return scores, records, unparsed
+
+
+def _second_turn(b: _Bench, i: int) -> str:
+    turns = _turns(b.rows[i])
+    if len(turns) < 2:
+        raise ValueError(f"mt_bench: row {i} of {b.name} has no second turn (`turns: [q1, q2]`)")
+    return prompt_text(turns[1])
+
+
+def turn_two(first: list[dict[str, str]], answer1: str, question2: str) -> list[dict[str, str]]:
+    """The turn-2 conversation: the turn-1 prompt, the model's own answer, the follow-up."""
+    return [
+        *first,
+        {"role": "assistant", "content": answer1},
+        {"role": "user", "content": question2},
+    ]
+
+
+def _history(conv: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The turns before the last question, without the system prompt (what the judge sees)."""
+    return [m for m in conv[:-1] if m["role"] != "system"]
+
+
+def _pairwise_protocol(b: _Bench, judge: Judge, lc: bool):
+    """Arena-Hard (lc=False: each order one game) / AlpacaEval (lc=True: orders averaged per
+    instruction, plus the length-controlled win rate)."""
+    missing = [i for i, r in enumerate(b.refs) if r is None]
+    if missing:
+        raise ValueError(
+            f"{b.suite.protocol}: rows {missing[:5]} of {b.name} have no reference/baseline answer"
+        )
+    first = b.first_turn()
+    where = _flat(b.answer(first))
+    games = _pair_games(b, judge, where)
+    per_sample = [_mean([g1.value, g2.value]) for g1, g2 in games]
+    records = [
+        {
+            "index": i,
+            "sample": j,
+            "prompt": first[i],
+            "completion": a,
+            "reference": b.refs[i],
+            "outcome_model_first": games[k][0].value,
+            "outcome_model_second": games[k][1].value,
+            "judge": _transcript(*games[k]),
+        }
+        for k, (i, j, a) in enumerate(where)
+    ]
+    n = len(b.rows)
+    unparsed = _by_row(n, where, [_nan_share(*g) for g in games])
+    if not lc:  # Arena-Hard: every game counts once
+        one_game_each = [(i, 0, "") for i, _, _ in where for _ in (0, 1)]
+        values = [v.value for g in games for v in g]
+        return [b.score("win_rate", _by_row(n, one_game_each, values))], records, unparsed
+    prefs = _by_row(n, where, per_sample)
+    return _alpaca_scores(b, where, prefs), records, unparsed
+
+
+def _alpaca_scores(b: _Bench, where, prefs: list[float]) -> list[ScoreRow]:
+    from psft_orchestrator.evals.length_control import lc_win_rate
+
+    first_answer = {i: a for i, j, a in where if j == 0}
+    keep = [i for i, p in enumerate(prefs) if not math.isnan(p)]
+    difficulty = [b.rows[i].get("instruction_difficulty") for i in keep]
+    result = lc_win_rate(
+        [prefs[i] for i in keep],
+        [len(first_answer[i]) for i in keep],
+        [len(str(b.refs[i])) for i in keep],
+        difficulty if keep and all(d is not None for d in difficulty) else None,
+    )
+    scores = [b.score("win_rate", prefs)]
+    if result.lc_win_rate is not None:
+        scores.append(
+            ScoreRow(
+                suite=b.suite.label,
+                benchmark=b.name,
+                metric="lc_win_rate",
+                value=result.lc_win_rate,
+                n=result.n,
+                stderr=result.lc_stderr,
+                step=b.step,
             )
         )
-
-    def compare(self, prompt: str, answer: str, reference: str) -> Outcome:
-        first = self._pairwise(prompt, answer, reference)
-        swapped = self._pairwise(prompt, reference, answer)
-        second = {"win": "loss", "loss": "win", "tie": "tie", None: None}[swapped]
-        return first if first == second and first is not None else "tie"
+    return scores
 
 
-def make_judge(suite: JudgeSuite, rows: list[dict[str, Any]]) -> Judge:
-    if suite.judge == "rules":
-        return RuleJudge(rows)
-    return ModelJudge(suite.judge, suite.rubric, suite.judge_max_new_tokens)
+PROTOCOLS = {
+    "score": _score_protocol,
+    "mt_bench": _mt_bench,
+    "arena_hard": lambda b, judge: _pairwise_protocol(b, judge, lc=False),
+    "alpaca_eval": lambda b, judge: _pairwise_protocol(b, judge, lc=True),
+}
 
 
 def run_judge_suite(
@@ -177,64 +417,34 @@ def run_judge_suite(
     benchmarks: dict[str, str | Path],
     step: int | None = None,
     samples: SampleWriter | None = None,
+    judge_models: dict[str, str] | None = None,
+    work_dir: Path | None = None,
+    backend: str = "native",
 ) -> list[ScoreRow]:
+    from psft_orchestrator.evals.protocol import suite_protocol
+
     samples = samples or SampleWriter(None)
     references: dict[str, str] = {}
     if suite.reference is not None:
         references = {
-            prompt_text(r["prompt"]): str(r["answer"])
+            prompt_text(_turns(r)[0]): str(r["answer"])
             for r in read_benchmark(benchmarks[suite.reference])
         }
     scores: list[ScoreRow] = []
-    model_judge: Judge | None = None
-    for name in suite.benchmarks:
-        rows = read_benchmark(benchmarks[name], suite.limit)
-        if suite.judge == "rules":
-            judge: Judge = RuleJudge(rows)
-        else:  # one model judge for all benchmarks
-            model_judge = model_judge or make_judge(suite, rows)
-            judge = model_judge
-        prompts = [as_messages(r["prompt"], suite.system_prompt) for r in rows]
-        completions = generate(model, tokenizer, prompts, sampling_params(suite))
-        ratings: list[float] = []
-        outcomes: list[float] = []
-        unparsed: list[float] = []
-        records = []
-        for i, (row, outs) in enumerate(zip(rows, completions, strict=True)):
-            question = prompt_text(row["prompt"])
-            reference = references.get(question, row.get("reference"))
-            row_ratings, row_outcomes = [], []
-            for j, text in enumerate(outs):
-                rating = judge.score(question, text)
-                outcome = (
-                    judge.compare(question, text, str(reference)) if reference is not None else None
-                )
-                row_ratings.append(rating)
-                if outcome is not None:
-                    row_outcomes.append({"win": 1.0, "tie": 0.5, "loss": 0.0}[outcome])
-                records.append(
-                    {
-                        "suite": suite.label,
-                        "index": i,
-                        "sample": j,
-                        "step": step,
-                        "prompt": prompts[i],
-                        "completion": text,
-                        "rating": rating,
-                        "reference": reference,
-                        "outcome": outcome,
-                    }
-                )
-            parsed = [r for r in row_ratings if not math.isnan(r)]
-            unparsed.append(1.0 - len(parsed) / len(row_ratings))
-            if parsed:
-                ratings.append(sum(parsed) / len(parsed) / 10.0)
-            if row_outcomes:
-                outcomes.append(sum(row_outcomes) / len(row_outcomes))
-        samples.write(name, records)
-        scores.append(mean_score(suite.label, name, "score", ratings, step))
-        if outcomes:
-            scores.append(mean_score(suite.label, name, "win_rate", outcomes, step))
-        if suite.judge != "rules":
-            scores.append(mean_score(suite.label, name, "unparsed", unparsed, step))
+    with open_judge(suite, judge_models or {}, work_dir) as (judge, judge_info):
+        protocol = {
+            **suite_protocol(suite, backend),
+            "protocol": suite.protocol,
+            "judge": judge_info,
+        }
+        for name in suite.benchmarks:
+            rows = read_benchmark(benchmarks[name], suite.limit)
+            bench = _Bench(model, tokenizer, suite, name, rows, references, step)
+            rows_scores, records, unparsed = PROTOCOLS[suite.protocol](bench, judge)
+            if judge_info["kind"] != "rules":
+                rows_scores.append(bench.score("unparsed", unparsed))
+            for rec in records:
+                rec.update(suite=suite.label, protocol=suite.protocol, step=step)
+            samples.write(name, records)
+            scores += [s.model_copy(update={"protocol": protocol}) for s in rows_scores]
     return scores

@@ -47,6 +47,7 @@ def evaluate_model(
     step: int | None = None,
     samples_dir: str | Path | None = None,
     work_dir: str | Path | None = None,
+    judge_models: dict[str, str] | None = None,
 ) -> list[ScoreRow]:
     """Run `suites` on an in-memory model (a trainer calls this between steps; eval mode is set and
     restored). lmeval suites need `work_dir` for their generated task files."""
@@ -57,9 +58,11 @@ def evaluate_model(
     parsed = EvalConfig.model_validate({"suites": suites}).suites
     _check_declared(parsed, benchmarks)
     samples = SampleWriter(samples_dir)
-    runners = {"math": run_math_suite, "rules": run_rules_suite, "judge": run_judge_suite}
-    was_training = model.training
-    model.eval()
+    runners = {"math": run_math_suite, "rules": run_rules_suite}
+    backend = getattr(model, "backend_name", "native")  # a vLLM generator names itself
+    was_training = getattr(model, "training", False)
+    if hasattr(model, "eval"):
+        model.eval()
     scores: list[ScoreRow] = []
     try:
         for suite in parsed:
@@ -68,18 +71,41 @@ def evaluate_model(
 
                 if work_dir is None:
                     raise ValueError("an lmeval suite needs a work_dir for its task files")
-                scores += evaluate_with_lmeval(
+                rows = evaluate_with_lmeval(
                     model, suite, benchmarks, work_dir, tokenizer, step, samples
                 )
+            elif suite.type == "judge":
+                rows = run_judge_suite(
+                    model, tokenizer, suite, benchmarks, step, samples,
+                    judge_models, Path(work_dir) if work_dir else None, backend,
+                )  # fmt: skip
             else:
-                scores += runners[suite.type](model, tokenizer, suite, benchmarks, step, samples)
+                rows = runners[suite.type](model, tokenizer, suite, benchmarks, step, samples)
+            scores += with_protocol(rows, suite, "lmeval" if suite.type == "lmeval" else backend)
     finally:
-        model.train(was_training)
+        if hasattr(model, "train"):
+            model.train(was_training)
     return scores
 
 
-def run_eval(job: Job) -> dict[str, Any]:
-    """Backend entry point of the eval stage (native backend)."""
+def with_protocol(rows: list[ScoreRow], suite: Any, backend: str) -> list[ScoreRow]:
+    """Rows without a protocol get their suite's (judged suites set a richer one themselves)."""
+    from psft_orchestrator.evals.protocol import suite_protocol
+
+    proto = suite_protocol(suite, backend)
+    return [r if r.protocol else r.model_copy(update={"protocol": proto}) for r in rows]
+
+
+def _judge_models(job: Job) -> dict[str, str]:
+    """Declared models that judges serve (`judge: {serve: NAME}`), resolved by the planner."""
+    refs = job.inputs.get("judges", [])
+    refs = [refs] if isinstance(refs, InputRef) else refs
+    return {ref.name: ref.path for ref in refs}
+
+
+def run_eval(job: Job, load: Any = None) -> dict[str, Any]:
+    """Backend entry point of the eval stage. `load(model_dir) -> (generator, tokenizer)`
+    swaps the generation engine (backends/vllm.py); default: the HF model in this process."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     cfg = config_for(job, EvalConfig)
@@ -95,15 +121,22 @@ def run_eval(job: Job) -> dict[str, Any]:
     if native:
         from psft_orchestrator.evals.generate import load_model
 
-        model, tokenizer = load_model(model_dir)
-        scores += evaluate_model(model, tokenizer, native, benchmarks, samples_dir=samples_dir)
+        model, tokenizer = (load or load_model)(model_dir)
+        scores += evaluate_model(
+            model,
+            tokenizer,
+            native,
+            benchmarks,
+            samples_dir=samples_dir,
+            work_dir=job.out / "work",
+            judge_models=_judge_models(job),
+        )
         del model
     for suite in (s for s in cfg.suites if s.type == "lmeval"):
         from psft_orchestrator.evals.lmeval import evaluate_with_lmeval
 
-        scores += evaluate_with_lmeval(
-            model_dir, suite, benchmarks, job.out / "work", samples=samples
-        )
+        rows = evaluate_with_lmeval(model_dir, suite, benchmarks, job.out / "work", samples=samples)
+        scores += with_protocol(rows, suite, "lmeval")
 
     out = job.output_path()
     out.parent.mkdir(parents=True, exist_ok=True)

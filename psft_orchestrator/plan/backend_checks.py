@@ -17,6 +17,9 @@ from .planner import Plan
 
 
 def check_backends(plan: Plan) -> None:
+    from .eval_checks import check_eval_nodes
+
+    check_eval_nodes(plan)
     verl_nodes = [n for n in plan.nodes if n.backend == "verl"]
     if not verl_nodes:
         return

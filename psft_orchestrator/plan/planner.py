@@ -589,6 +589,26 @@ def _resolve_inputs(
         if refs:
             node.inputs["benchmarks"] = refs
             node.input_hashes["benchmarks"] = hashes
+        _resolve_judges(node, raw, suites, declared)
+
+
+def _resolve_judges(node: Node, raw: RawNode, suites: list[Any], declared) -> None:
+    """Models that judges serve (`judge: {serve: NAME}`) are inputs: hashed, materialised."""
+    names = [s.judge.serve for s in suites if getattr(getattr(s, "judge", None), "serve", None)]
+    refs, hashes = [], []
+    for name in dict.fromkeys(names):
+        ref, chash = declared(name, "judges", raw, ("suites",))
+        if ref.type != "model":
+            raise SpecError.one(
+                raw.loc(("suites",)),
+                f"{node.id}.suites",
+                f"judge serve: {name!r} is {TYPE_NAMES[ref.type]}, not a model",
+            )
+        refs.append(ref)
+        hashes.append(chash)
+    if refs:
+        node.inputs["judges"] = refs
+        node.input_hashes["judges"] = hashes
 
 
 def _type_check(node: Node, raw: RawNode, model: StageBase) -> None:

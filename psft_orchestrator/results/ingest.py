@@ -197,7 +197,8 @@ def _read_scores(path: Path, fp: str) -> list[dict[str, Any]]:
             row = ScoreRow.model_validate(item)
         except Exception as e:
             raise ResultsError(f"{path}: row {i} is not a valid ScoreRow: {e}") from None
-        rows.append({"fingerprint": fp, **row.model_dump()})
+        protocol = json.dumps(row.protocol, sort_keys=True) if row.protocol else None
+        rows.append({"fingerprint": fp, **row.model_dump(), "protocol": protocol})
     return rows
 
 
@@ -240,6 +241,7 @@ def _arrow_tables(parsed: list[NodeFiles]) -> dict[str, pa.Table]:
             ("n", pa.int32()),
             ("stderr", pa.float64()),
             ("step", pa.int64()),
+            ("protocol", pa.string()),
         ]
     )
     return {

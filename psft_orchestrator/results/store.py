@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     import duckdb
 
 DB_NAME = "index.duckdb"
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # 2: scores.protocol
 DEFAULT_WAIT_S = 10.0  # override with $PSFT_INDEX_WAIT_S
 
 SCHEMA = """
@@ -116,7 +116,8 @@ CREATE TABLE IF NOT EXISTS scores (
     value       DOUBLE,
     n           INTEGER,
     stderr      DOUBLE,
-    step        BIGINT            -- NULL = final eval
+    step        BIGINT,           -- NULL = final eval
+    protocol    VARCHAR           -- JSON: backend, sampling, k, judge, versions (evals/protocol.py)
 );
 
 CREATE TABLE IF NOT EXISTS external_results (

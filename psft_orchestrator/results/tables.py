@@ -20,7 +20,7 @@ import fnmatch
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -373,6 +373,7 @@ class NodeCells:
     seed: str
     values: list[float | None]
     node_id: str = ""
+    protocols: dict[int, list[str | None]] = field(default_factory=dict)  # column -> JSON texts
 
 
 @dataclass
@@ -413,6 +414,7 @@ def node_cells(
         WITH cols AS ({cols}),
         sel AS (
             SELECT {", ".join(dims)}, c.col, s.metric, s.value, n.fingerprint, n.seed, n.node_id,
+                   s.protocol,
                    row_number() OVER (PARTITION BY n.fingerprint, c.col, s.benchmark, s.metric
                                       ORDER BY s.step IS NULL DESC, s.step DESC) AS rk
             FROM nodes n JOIN scores s ON s.fingerprint = n.fingerprint
@@ -420,7 +422,7 @@ def node_cells(
             WHERE {" AND ".join(where)}
         )
         SELECT {dim_names}, col, list(DISTINCT metric ORDER BY metric), avg(value), fingerprint,
-               seed, node_id
+               seed, node_id, list(DISTINCT protocol)
         FROM sel WHERE rk = 1 GROUP BY {dim_names}, col, fingerprint, seed, node_id
     """
     nd = len(tdef.rows)
@@ -435,6 +437,7 @@ def node_cells(
             fp, NodeCells(key, fp, seed_text, [None] * len(columns), node_id)
         )
         cells.values[col] = value
+        cells.protocols[col] = rec[nd + 6]
     _check_one_metric(tdef, columns, row_metrics)
     return _by_appearance(con, tdef, list(by_node.values()), run)
 
@@ -607,11 +610,15 @@ def compute_table(
     spec: str | None = None,
     run: str | None = None,
     per_seed: bool = False,
+    show_protocol: bool = False,
 ) -> Grid:
     """The table as a Grid. `source`: read imported results of that source instead of our
     index; `with_paper`: put that source's rows beside ours; `spec`: only this spec's nodes.
-    Our rows show the mean over seeds with its 95% CI and n (`per_seed`: one row per seed)."""
+    Our rows show the mean over seeds with its 95% CI and n (`per_seed`: one row per seed).
+    A cell whose scores come from different evaluation protocols gets a footnote saying how they
+    differ; `show_protocol` adds each column's protocols."""
     columns = tdef.columns
+    nodes: list[NodeCells] = []
     ours: list[RowStats] = []
     extra: list[str] = []
     theirs: dict[tuple[str, ...], list[float | None]] = {}
@@ -651,7 +658,35 @@ def compute_table(
     )
     for key, is_ext, who, stats in entries:
         grid.rows.append(_grid_row(grid, tdef, key, is_ext, who, stats, reported, labelled, show_n))
+        if not is_ext:
+            _mark_mixed_protocols(grid, grid.rows[-1], key[:nd], columns, nodes)
+    if show_protocol:
+        _protocol_footnotes(grid, columns, nodes)
     return grid
+
+
+def _mark_mixed_protocols(grid: Grid, row: GridRow, key, columns, nodes) -> None:
+    """Never average different protocols silently: footnote the cell with what differs."""
+    from psft_orchestrator.evals.protocol import describe_mix
+
+    nd = len(key)
+    for col, c in enumerate(columns):
+        texts = [p for n in nodes if n.key[:nd] == key for p in n.protocols.get(col, [])]
+        mix = describe_mix(texts)
+        if mix:
+            grid.footnotes.append(
+                f"{c.header} for {' / '.join(key)} averages scores of different protocols: {mix}"
+            )
+            row.marks[col] = len(grid.footnotes)
+
+
+def _protocol_footnotes(grid: Grid, columns, nodes) -> None:
+    from psft_orchestrator.evals.protocol import summarize
+
+    for col, c in enumerate(columns):
+        texts = {p for n in nodes for p in n.protocols.get(col, [])}
+        for text in sorted(texts, key=str):
+            grid.footnotes.append(f"protocol of {c.header}: {summarize(text)}")
 
 
 def _grid_row(

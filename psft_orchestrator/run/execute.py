@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from psft_orchestrator import __version__
+from psft_orchestrator.backends.envs import backend_python
 from psft_orchestrator.contract import (
     EXIT_DETERMINISTIC,
     NODE_STATUSES,
@@ -393,7 +394,7 @@ class RunContext:
             raise NodeFailed(str(e), str(failed / "logs" / "stage.log"), False) from None
         job_path = tmp / "job.json"
         job.save(job_path)
-        python = self.plan.pipeline.interpreters.get(node.backend) or sys.executable
+        python = backend_python(self.plan.pipeline.interpreters, node.backend)
         cmd = [python, "-m", "psft_orchestrator.backends.worker", str(job_path)]
         resources = node.stage_model.resources
         # verl's main_ppo reserves its own GPUs through placement groups: its wrapper asks for none.

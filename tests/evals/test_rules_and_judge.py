@@ -4,13 +4,8 @@ import pytest
 from conftest import write_jsonl
 
 from psft_orchestrator.evals.config import JudgeSuite, RulesSuite
-from psft_orchestrator.evals.judge import (
-    ModelJudge,
-    RuleJudge,
-    parse_score,
-    parse_verdict,
-    run_judge_suite,
-)
+from psft_orchestrator.evals.judge import parse_score, parse_verdict, run_judge_suite
+from psft_orchestrator.evals.judges import HFChat, LLMJudge, PairItem, RateItem, RuleJudge
 from psft_orchestrator.evals.rules import run_rules_suite
 
 # The parrot answers "The answer is \boxed{5}." to everything.
@@ -70,10 +65,10 @@ def test_parse_score(text, score):
 @pytest.mark.parametrize(
     ("text", "verdict"),
     [
-        ("A is clearly better. [[A]]", "win"),
-        ("[[B]]", "loss"),
-        ("[[ C ]]", "tie"),
-        ("[[A]]... no wait, [[B]]", "loss"),
+        ("A is clearly better. [[A]]", 1.0),
+        ("[[B]]", 0.0),
+        ("[[ C ]]", 0.5),
+        ("[[A]]... no wait, [[B]]", 0.0),
         ("A is better", None),
     ],
 )
@@ -81,37 +76,26 @@ def test_parse_verdict(text, verdict):
     assert parse_verdict(text) == verdict
 
 
-def test_rule_judge_scores_and_compares():
-    judge = RuleJudge(RULE_ROWS[:1] + RULE_ROWS[3:4])
-    assert judge.score("What is 2 plus 3?", "\\boxed{5}") == 10.0
-    assert judge.score("What is 2 plus 3?", "6") == 0.0
-    assert judge.score("Say hi.", "hi.") == 10.0
-    assert judge.compare("What is 2 plus 3?", "5", "6") == "win"
-    assert judge.compare("What is 2 plus 3?", "6", "5") == "loss"
-    assert judge.compare("What is 2 plus 3?", "5", "\\boxed{5}") == "tie"
-
-
-def test_rule_judge_accepts_a_shared_prompt_graded_alike():
-    """Sampled toy benchmarks repeat prompts whose reference answers differ; graded by the same
-    checks, they are not ambiguous (this failed every eval of alignment_dpo's toy profile)."""
-    checks = [{"type": "uppercase"}]
-    rows = [
-        {
-            "prompt": "List two shapes. Answer in uppercase.",
-            "answer": "STAR, OVAL",
-            "checks": checks,
-        },
-        {
-            "prompt": "List two shapes. Answer in uppercase.",
-            "answer": "LINE, HEART",
-            "checks": checks,
-        },
+def test_rule_judge_rates_and_compares_by_each_items_rule():
+    judge = RuleJudge()
+    exact, shape = {"answer": "5"}, {"checks": [{"type": "uppercase"}]}
+    rated = judge.rate(
+        [
+            RateItem("What is 2 plus 3?", "\\boxed{5}", grading=exact),
+            RateItem("What is 2 plus 3?", "6", grading=exact),
+            # the same prompt with another rule: each item is graded by its own row
+            RateItem("What is 2 plus 3?", "FIVE", grading=shape),
+        ]
+    )
+    assert [v.value for v in rated] == [10.0, 0.0, 10.0]
+    pairs = [
+        PairItem("q", "5", "6", exact),
+        PairItem("q", "6", "5", exact),
+        PairItem("q", "5", "5", exact),
     ]
-    assert RuleJudge(rows).score("List two shapes. Answer in uppercase.", "CIRCLE, STAR") == 10.0
-    with pytest.raises(ValueError, match="different grading rules"):
-        RuleJudge([*rows, {"prompt": rows[0]["prompt"], "checks": [{"type": "lowercase"}]}])
-    with pytest.raises(ValueError, match="different grading rules"):
-        RuleJudge([{"prompt": "2+3?", "answer": "5"}, {"prompt": "2+3?", "answer": "6"}])
+    assert [v.value for v in judge.compare(pairs)] == [1.0, 0.0, 0.5]
+    with pytest.raises(ValueError, match="needs `checks` or `answer`"):
+        judge.rate([RateItem("q", "a")])
 
 
 def test_judge_suite_with_rule_grader(parrot, tmp_path):
@@ -147,9 +131,11 @@ def test_judge_suite_with_rule_grader(parrot, tmp_path):
 
 
 def test_model_judge_runs_on_a_tiny_model(micro_model):
-    """A random model's judgements are meaningless, but the loop must run and yield a rating or NaN."""
-    judge = ModelJudge(micro_model, rubric="Rate the answer.", max_new_tokens=8)
-    score = judge.score("What is 2 plus 3?", "5")
-    assert math.isnan(score) or 0.0 <= score <= 10.0
-    assert isinstance(judge.last_output, str)
-    assert judge.compare("What is 2 plus 3?", "5", "4") in ("win", "tie", "loss")
+    """A random model's judgements are meaningless, but the loop must run and yield a rating or
+    NaN, with the prompt and reply kept for the audit trail."""
+    judge = LLMJudge(HFChat(micro_model, max_new_tokens=8), rubric="Rate the answer.")
+    (rated,) = judge.rate([RateItem("What is 2 plus 3?", "5")])
+    assert math.isnan(rated.value) or 0.0 <= rated.value <= 10.0
+    assert isinstance(rated.reply, str) and rated.prompt[0]["content"] == "Rate the answer."
+    (pair,) = judge.compare([PairItem("What is 2 plus 3?", "5", "4")])
+    assert math.isnan(pair.value) or pair.value in (0.0, 0.5, 1.0)
