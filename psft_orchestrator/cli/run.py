@@ -89,6 +89,11 @@ def main(argv: list[str] | None = None) -> int:
             from psft_orchestrator.plan.render import plan_json, plan_text
 
             print(plan_json(plan, forced) if args.json else plan_text(plan, forced))
+            from psft_orchestrator.results.coverage import table_notes
+
+            notes = table_notes(plan)  # tables the spec names but cannot fill, and why
+            if notes:
+                print("\n".join(["", "note: tables:", *(f"  {n}" for n in notes)]), file=sys.stderr)
             return EXIT_OK
         from psft_orchestrator.run.execute import run_plan
 

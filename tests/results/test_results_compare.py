@@ -9,12 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from synthetic_nodes import write_node, write_run_record, write_samples
 
 from psft_orchestrator.cli.results import main
 from psft_orchestrator.results.claims import MARGIN, verdict
 from psft_orchestrator.results.ingest import reindex
 from psft_orchestrator.results.stats import paired_bootstrap
-from psft_orchestrator.results.testing import write_node, write_run_record, write_samples
 
 SEEDS = (1, 2, 3)
 ITEMS = 40

@@ -41,7 +41,7 @@ def test_training_dynamics(workspace: Path) -> None:
 
 def test_dynamics_epochs_colours_and_no_pretraining(tmp_path: Path) -> None:
     """x is epochs when logged; pretraining is left out unless asked; mean and band over seeds."""
-    from psft_orchestrator.results.testing import write_node
+    from synthetic_nodes import write_node
 
     ws = tmp_path / "ws"
     for method, steps_per_epoch in (("SFT", 4), ("PSFT", 32)):  # PSFT: 8x the steps

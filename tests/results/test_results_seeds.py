@@ -9,10 +9,10 @@ import math
 from pathlib import Path
 
 import pytest
+from synthetic_nodes import write_node, write_run_record
 
 from psft_orchestrator.cli.results import main
 from psft_orchestrator.results.ingest import reindex
-from psft_orchestrator.results.testing import write_node, write_run_record
 
 # Two-sided 95% t critical values, from a printed t table (not from scipy).
 T_TABLE = {1: 12.7062, 2: 4.3027, 3: 3.1824}
@@ -140,21 +140,16 @@ def test_shared_node_shows_under_every_model_it_stood_for(tmp_path: Path, capsys
     (method SFT->DPO on a node with coordinate method=SFT) is kept."""
     ws = tmp_path / "ws"
     score = [{"suite": "math", "benchmark": "toy_math", "metric": "avg@4", "value": 30.0}]
-    shared, _ = write_node(
-        ws,
-        stage="eval",
-        kind="eval",
-        node_id="eval[model=Qwen,method=SFT]",
-        labels={"model": "Qwen", "method": "SFT"},
-        scores=score,
-    )
-    dpo, _ = write_node(
-        ws,
-        stage="eval_dpo",
-        kind="eval",
-        node_id="eval_dpo[model=Qwen,method=SFT]",
-        labels={"model": "Qwen", "method": "SFT->DPO"},
-        scores=score,
+    shared, dpo = (
+        write_node(
+            ws,
+            stage=stage,
+            kind="eval",
+            node_id=f"{stage}[model=Qwen,method=SFT]",
+            labels={"model": "Qwen", "method": method},
+            scores=score,
+        )[0]
+        for stage, method in (("eval", "SFT"), ("eval_dpo", "SFT->DPO"))
     )
     nodes = [
         {"node_id": f"{stage}[model={model},method=SFT]", "stage": stage, "fingerprint": fp}
