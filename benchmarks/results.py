@@ -30,7 +30,7 @@ from psft_orchestrator.results.render import render
 from psft_orchestrator.results.tables import compute_table, load_definitions, tables_dirs
 
 # The synthetic node writer is test support, kept with the tests it serves.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "results"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from synthetic_nodes import write_node
 
 # spec name -> (model, methods, benchmarks) so that every shipped table has rows

@@ -8,9 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from synthetic_nodes import write_node
 
-from psft_orchestrator.contract import Manifest
 from psft_orchestrator.identity import fingerprint_fields, unmarked_fields
+from psft_orchestrator.plan.fingerprint import backend_version
 from psft_orchestrator.plan.planner import Plan, build_plan
 from psft_orchestrator.spec.schema import STAGE_MODELS
 
@@ -29,33 +30,17 @@ def test_every_stage_field_is_marked(kind: str) -> None:
 def finish(plan: Plan, node_id: str) -> None:
     """Lay the node down as the run layer does when it succeeds (manifest, then _SUCCESS)."""
     node = plan.node(node_id)
-    d = node.artifact_dir(plan.workspace)
-    d.mkdir(parents=True)
-    manifest = Manifest(
-        node_id=node.id,
+    write_node(
+        plan.workspace,
         stage=node.stage,
         kind=node.kind,
-        backend=node.backend,
-        fingerprint=node.fingerprint,
-        run_id="r",
-        spec_name="small",
-        spec_path=str(SMALL),
         labels=node.labels,
+        node_id=node.id,
         config=node.config,
-        parents=[],
-        inputs={},
+        fingerprint=node.fingerprint,
+        backend_version=backend_version(node.backend),
         input_hashes=node.input_hashes,
-        output_type="model",
-        versions={"backend": "native-0.1.0"},
-        host="h",
-        started_at="2026-01-01T00:00:00+00:00",
-        ended_at="2026-01-01T00:00:01+00:00",
-        duration_s=1.0,
-        status="success",
-        attempt=1,
     )
-    (d / "manifest.json").write_text(manifest.model_dump_json())
-    (d / "_SUCCESS").write_text("")
 
 
 def test_cadence_keeps_a_node_cached_and_lr_does_not(tmp_path: Path) -> None:

@@ -38,6 +38,8 @@ def write_node(
     clipped_tokens: list[dict[str, Any]] | None = None,
     fingerprint: str | None = None,
     backend: str = "native",
+    backend_version: str | None = None,
+    input_hashes: dict[str, str | list[str]] | None = None,
 ) -> tuple[str, Path]:
     """Create `<workspace>/artifacts/<stage>/<fp16>/` with manifest, metrics and scores."""
     labels = dict(labels or {})
@@ -62,9 +64,13 @@ def write_node(
             ParentRef(slot="model", node_id=nid, fingerprint=pfp) for pfp, nid in parents or []
         ],
         inputs={},
-        input_hashes={},
+        input_hashes=input_hashes or {},
         output_type="eval" if kind == "eval" else "model",
-        versions={"psft_orchestrator": "0.1.0", "python": "3.11.7", "backend": f"{backend}-1"},
+        versions={
+            "psft_orchestrator": "0.1.0",
+            "python": "3.11.7",
+            "backend": backend_version or f"{backend}-1",
+        },
         host="testhost",
         started_at="2026-11-22T13:15:00+00:00",
         ended_at="2026-11-22T13:16:00+00:00",
