@@ -26,6 +26,7 @@ REGISTRY: dict[str, BackendInfo] = {
     "verl": BackendInfo(("sft", "psft", "dft", "grpo"), package="verl"),
     "llamafactory": BackendInfo(("dpo",), package="llamafactory"),
     "lmeval": BackendInfo(("eval",), package="lm_eval"),
+    "vllm": BackendInfo(("eval",), package="vllm"),
 }
 
 # Test tool, not a choice in specs: stands in for any backend under PSFT_FAKE_BACKEND=1.

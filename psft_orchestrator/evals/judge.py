@@ -90,7 +90,7 @@ def _api_endpoint(
             raise ValueError(f"judge: environment variable {spec.api_key_env} is not set")
         yield spec.endpoint, str(spec.model), key
         return
-    from psft_orchestrator.backends.envs import vllm_python
+    from psft_orchestrator.envs import vllm_python
     from psft_orchestrator.evals.judge_api import vllm_server
 
     assert spec.serve is not None

@@ -62,7 +62,7 @@ def _judge_problems(judge: Any, loc: Loc, key: str) -> list[Problem]:
 
 
 def _vllm_problems(plan: Plan) -> list[Problem]:
-    from psft_orchestrator.backends.envs import has_module, vllm_python
+    from psft_orchestrator.envs import has_module, vllm_python
 
     users = [n for n in plan.nodes if n.backend == "vllm" or _serves_a_judge(n)]
     if not users:

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 from psft_orchestrator import __version__
-from psft_orchestrator.backends.envs import backend_python
 from psft_orchestrator.contract import (
     EXIT_DETERMINISTIC,
     NODE_STATUSES,
@@ -38,6 +37,7 @@ from psft_orchestrator.contract import (
     NodeStatus,
     ParentRef,
 )
+from psft_orchestrator.envs import backend_python
 from psft_orchestrator.plan.fingerprint import backend_version
 from psft_orchestrator.plan.planner import Node, Plan
 

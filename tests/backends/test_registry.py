@@ -29,8 +29,9 @@ def test_schema_choices_come_from_the_registry() -> None:
         assert choices == backends_for(kind) and choices[0] == "native", kind
     sft = STAGE_MODELS["sft"]
     assert sft(name="t", kind="sft", backend="verl").backend == "verl"
+    assert "vllm" in BACKENDS["eval"] and "vllm" not in BACKENDS["sft"]
     with pytest.raises(ValidationError):
-        sft(name="t", kind="sft", backend="vllm")  # named nowhere in the registry
+        sft(name="t", kind="sft", backend="deepspeed")  # named nowhere in the registry
 
 
 def test_config_for_rejects_a_key_the_backend_would_ignore() -> None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from synthetic_nodes import write_node
+
 from psft_orchestrator.cli.results import main
 from psft_orchestrator.results.ingest import reindex
-from psft_orchestrator.results.testing import write_node
 
 TABLE = """title: judged
 rows: [method]
