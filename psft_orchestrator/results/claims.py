@@ -80,8 +80,8 @@ def _paired(
     claim = Claim(number, text, f"{a} - {b}, {what} benchmarks (points)")
     try:
         c = compare(con, a, b, benchmark, run)
-    except ResultsError as e:
-        claim.note = str(e)
+    except ResultsError as e:  # e.g. the run has no such method: say so, without hints
+        claim.note = str(e).split(" (did you mean")[0].split(" (valid:")[0]
         return claim
     r = c.result
     claim.diff, claim.low, claim.high = r.diff, r.low, r.high
