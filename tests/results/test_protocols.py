@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from synthetic_nodes import write_node
+
 from psft_orchestrator.cli.results import main
 from psft_orchestrator.results.ingest import reindex
-from psft_orchestrator.results.testing import write_node
 
 TABLE = """title: judged
 rows: [method]
@@ -47,7 +48,8 @@ def _workspace(tmp_path: Path, protocols: list[dict]) -> Path:
 
 
 def _table(ws: Path, capsys, *extra: str) -> str:
-    assert main(["--workspace", str(ws), "table", "judged", *extra]) == 0
+    args = ["--workspace", str(ws), "table", "judged", "--tables-dir", str(ws / "tables")]
+    assert main([*args, *extra]) == 0
     return capsys.readouterr().out
 
 
