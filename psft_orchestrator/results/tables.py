@@ -491,7 +491,7 @@ def _by_appearance(
                 )
             )
         out += [
-            NodeCells(k, node.fingerprint, node.seed, node.values, node.node_id)
+            NodeCells(k, node.fingerprint, node.seed, node.values, node.node_id, node.protocols)
             for k in sorted(keys)
         ]
     return out

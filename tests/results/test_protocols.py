@@ -48,7 +48,8 @@ def _workspace(tmp_path: Path, protocols: list[dict]) -> Path:
 
 
 def _table(ws: Path, capsys, *extra: str) -> str:
-    assert main(["--workspace", str(ws), "table", "judged", *extra]) == 0
+    args = ["--workspace", str(ws), "table", "judged", "--tables-dir", str(ws / "tables")]
+    assert main([*args, *extra]) == 0
     return capsys.readouterr().out
 
 
