@@ -283,6 +283,8 @@ def parse_override(text: str) -> Doc:
 
 def _substitute_vars(doc: Doc) -> None:
     variables = doc.data.get("vars") or {}
+    if not isinstance(variables, dict):
+        raise SpecError.one(doc.loc(("vars",)), "vars", "must be a mapping of name to value")
 
     def sub(value: Any, path: Path_) -> Any:
         if isinstance(value, dict):

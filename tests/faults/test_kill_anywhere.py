@@ -2,8 +2,9 @@
 random moments, then a rerun; the end state must be that of one uninterrupted run.
 
 Phases are hit deterministically through the run layer's kill points (`PSFT_KILL_AT`, see
-psft_orchestrator/run/faults.py) plus a kill mid-training from outside. Random kills are
-repeatable: PSFT_FAULT_KILLS (default 2) kills with PSFT_FAULT_SEED (default 0). A longer soak:
+psft_orchestrator/run/faults.py) plus a kill mid-training from outside; those runs join one
+Ray cluster (`--ray-address`), so a kill takes the run and its Ray tasks. Random kills take the
+whole run with the Ray cluster it started itself, and are repeatable: PSFT_FAULT_KILLS (default 2) kills with PSFT_FAULT_SEED (default 0). A longer soak:
 
     PSFT_FAULT_KILLS=40 PSFT_FAULT_SEED=7 .venv/bin/python -m pytest -s tests/faults -k random
 
@@ -22,6 +23,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -52,8 +54,11 @@ def env(**extra: str) -> dict[str, str]:
     return e
 
 
-def start(ws: Path, **extra: str) -> subprocess.Popen:
+def start(ws: Path, ray: str | None = None, **extra: str) -> subprocess.Popen:
+    """psft-run in its own process group; with `ray`, joining that cluster instead of starting
+    one (then the kill takes the run and its Ray tasks, not the cluster)."""
     cmd = [sys.executable, "-m", "psft_orchestrator.cli.run", str(SPEC), "--workspace", str(ws)]
+    cmd += ["--ray-address", ray] if ray else []
     return subprocess.Popen(
         [*cmd, "--no-prefect", "--quiet"],
         env=env(**extra),
@@ -72,10 +77,10 @@ def finish(proc: subprocess.Popen, timeout: float = 600) -> tuple[int, str]:
 RAY_SLOW_START = "timed out during startup"  # Ray's fixed 30 s, missed on an overloaded machine
 
 
-def run_to_end(ws: Path, **extra: str) -> tuple[int, str]:
+def run_to_end(ws: Path, ray: str | None = None, **extra: str) -> tuple[int, str]:
     """A run (killed or not) that got past starting Ray; retried twice if Ray could not start."""
     for _ in range(3):
-        rc, out = finish(start(ws, **extra))
+        rc, out = finish(start(ws, ray, **extra))
         if not (rc == 1 and RAY_SLOW_START in out):
             break
         print(f"note: Ray did not start in time (machine overloaded); run again ({extra})")
@@ -92,8 +97,8 @@ def training_lines(ws: Path) -> int:
     return sum(1 for _ in rows[0].open()) if rows else 0
 
 
-def kill_mid_training(ws: Path, at_line: int) -> tuple[int, str]:
-    proc = start(ws)
+def kill_mid_training(ws: Path, ray: str | None, at_line: int) -> tuple[int, str]:
+    proc = start(ws, ray)
     deadline = time.time() + 600
     while proc.poll() is None and training_lines(ws) < at_line and time.time() < deadline:
         time.sleep(0.02)
@@ -101,13 +106,13 @@ def kill_mid_training(ws: Path, at_line: int) -> tuple[int, str]:
     return finish(proc)
 
 
-def killed_run(ws: Path, phase: str, node: str) -> tuple[int, str]:
+def killed_run(ws: Path, ray: str | None, phase: str, node: str) -> tuple[int, str]:
     """One run killed at `phase`; checks that it died there and touched no finished node."""
     before = success_mtimes(ws)
     if phase == "mid-training":
-        rc, out = kill_mid_training(ws, at_line=TRAIN_STEPS // 2)
+        rc, out = kill_mid_training(ws, ray, at_line=TRAIN_STEPS // 2)
     else:
-        rc, out = run_to_end(ws, PSFT_KILL_AT=f"{phase}@{node}")
+        rc, out = run_to_end(ws, ray, PSFT_KILL_AT=f"{phase}@{node}")
     assert rc == -signal.SIGKILL, f"the run was not killed at {phase}: exit {rc}\n{out[-3000:]}"
     after = success_mtimes(ws)
     touched = {k for k, v in before.items() if after.get(k) != v}
@@ -116,9 +121,9 @@ def killed_run(ws: Path, phase: str, node: str) -> tuple[int, str]:
     return rc, out
 
 
-def final_run_matches(ws: Path, reference: dict) -> None:
+def final_run_matches(ws: Path, reference: dict, ray: str | None = None) -> None:
     before = success_mtimes(ws)
-    rc, out = run_to_end(ws)
+    rc, out = run_to_end(ws, ray)
     assert rc == 0, out[-3000:]
     assert all(success_mtimes(ws)[k] == v for k, v in before.items()), "a finished node was redone"
     state = end_state(ws)
@@ -138,11 +143,39 @@ def final_run_matches(ws: Path, reference: dict) -> None:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory) -> tuple[dict, float]:
+def ray_cluster() -> Iterator[str]:
+    """A Ray cluster that the phase test's runs join: one start-up instead of one per run."""
+    code = (
+        "import ray, sys, time\n"
+        "info = ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)\n"
+        "print(info.address_info['gcs_address'], flush=True)\n"
+        "time.sleep(3600)\n"
+    )
+    for _ in range(3):  # Ray gives itself a fixed 30 s to start; an overloaded machine misses it
+        head = subprocess.Popen(
+            [sys.executable, "-c", code],
+            env=env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            start_new_session=True,
+        )
+        address = head.stdout.readline().strip()
+        if address:
+            break
+        finish(head)
+    assert address, "could not start a Ray cluster"
+    yield address
+    kill_group(head)
+    finish(head)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, ray_cluster) -> tuple[dict, float]:
     """One uninterrupted run: its end state, and how long it took."""
     ws = tmp_path_factory.mktemp("reference") / "ws"
     t0 = time.time()
-    rc, out = run_to_end(ws)
+    rc, out = run_to_end(ws, ray_cluster)
     assert rc == 0, out[-3000:]
     state = end_state(ws)
     train = next(v for k, v in state.items() if k.startswith("train/"))
@@ -150,11 +183,13 @@ def reference(tmp_path_factory) -> tuple[dict, float]:
     return state, time.time() - t0
 
 
-def test_kill_at_every_phase_then_resume_matches_uninterrupted(tmp_path: Path, reference):
+def test_kill_at_every_phase_then_resume_matches_uninterrupted(
+    tmp_path: Path, reference, ray_cluster
+):
     ws = tmp_path / "ws"
     for phase, node in PHASES:
-        killed_run(ws, phase, node)
-    final_run_matches(ws, reference[0])
+        killed_run(ws, ray_cluster, phase, node)
+    final_run_matches(ws, reference[0], ray_cluster)
 
 
 def test_kill_at_random_moments(tmp_path: Path, reference):
@@ -165,7 +200,7 @@ def test_kill_at_random_moments(tmp_path: Path, reference):
     for i in range(kills):
         ws = tmp_path / f"ws{i}"
         delay = rng.uniform(0.0, duration)
-        proc = start(ws)
+        proc = start(ws)  # its own Ray: the kill takes the whole run, Ray included
         time.sleep(delay)
         kill_group(proc)
         rc, _ = finish(proc)

@@ -134,6 +134,8 @@ FOUND: list[tuple[str, str, str | None, list[str]]] = [
     ("math_psft.yaml", "    kind: filter", "    kind: {hf_id: allenai/ai2_arc}", TOY),
     # a profile that is not a mapping: AttributeError in the merge
     ("demo.yaml", "  toy: {}", "  toy: ${vars.nope}", TOY),
+    # vars that are not a mapping (here from the profile): AttributeError
+    ("ablations.yaml", "    vars: {k: 2}", "    vars: [1, 2]", TOY),
     # a control character: YAML's reader error had a position, no line
     ("alignment_dpo.yaml", "name: alignment_dpo", "name: align\x07ment_dpo", []),
     # a NUL byte, and bytes that are not UTF-8: no line either
