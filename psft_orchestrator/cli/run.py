@@ -85,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
 
             print(explain(plan, plan.find(args.explain)))
             return EXIT_OK
+        from psft_orchestrator.run.workspace import check_workspace
+
+        check_workspace(plan.workspace, open_index=not args.plan)
         if args.plan:
             from psft_orchestrator.plan.render import plan_json, plan_text
 

@@ -349,7 +349,7 @@ def _validate_node(raw: RawNode) -> StageBase:
             raw.node_id,
             f"missing kind: (one of {', '.join(STAGE_MODELS)}), or a method: that sets it",
         )
-    if kind not in STAGE_MODELS:
+    if not isinstance(kind, str) or kind not in STAGE_MODELS:
         raise SpecError.one(
             raw.loc(("kind",)),
             prefix + "kind",

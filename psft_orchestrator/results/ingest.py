@@ -24,7 +24,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .store import NODE_TABLES, ResultsError, UsageError, connect, create_schema, db_path
+from .store import (
+    NODE_TABLES,
+    IndexBusyError,
+    ResultsError,
+    UsageError,
+    connect,
+    create_schema,
+    db_path,
+)
 
 if TYPE_CHECKING:
     import duckdb
@@ -562,7 +570,12 @@ def reindex(workspace: str | Path) -> ReindexStats:
     if final.exists():
         # Wait for (or refuse) a live writer, and fold any WAL of the old file into it, so
         # that no stale `index.duckdb.wal` can be replayed on top of the new file.
-        connect(final, read_only=False).close()
+        try:
+            connect(final, read_only=False).close()
+        except IndexBusyError:
+            raise
+        except ResultsError:
+            pass  # a damaged index: replacing it is what reindex is for
     tmp = ws / f".{final.name}.tmp-{os.getpid()}"
     for p in (tmp, Path(f"{tmp}.wal")):
         p.unlink(missing_ok=True)

@@ -42,6 +42,7 @@ from psft_orchestrator.plan.fingerprint import backend_version
 from psft_orchestrator.plan.planner import Node, Plan
 
 from . import store
+from .faults import kill_point
 from .inputs import MissingInput, materialize_toy, resolve_hub
 from .lock import WorkspaceBusy, workspace_lock
 
@@ -96,9 +97,12 @@ def _run_locked(
     started = time.time()
     run_id = f"{plan.pipeline.name}-{plan.plan_hash[:8]}-{time.strftime('%Y%m%dT%H%M%S')}"
     store.clean_stale_tmp(ws)
+    kill_point("start")
     for node in plan.nodes:
         if node.id in forced:
             store.retire(node.artifact_dir(ws))
+        elif node.is_done(ws):  # a run killed between committing a node and cleaning up after it
+            _remove_tree(store.checkpoint_dir(ws, node.stage, node.fp16))
     todo = [n for n in plan.nodes if not n.is_done(ws)]
     ctx = RunContext(plan, ws, run_id, quiet)
     if not todo:
@@ -115,7 +119,8 @@ def _run_locked(
 
                 ray.shutdown()
     record = _write_run_record(ctx, results, started)
-    _ingest_run_record(ws, record)
+    kill_point("end")
+    _ingest_run_record(ws, record, plan)
     _print_summary(plan, results, time.time() - started)
     _print_tables(plan, ws, quiet, ctx.run_id)
     _print_claims(plan, ws, quiet, ctx.run_id)
@@ -412,9 +417,11 @@ class RunContext:
             # The worker's exit code decides; a lost Ray worker (no exit code) may not recur.
             retry = infra_error is not None or rc != EXIT_DETERMINISTIC
             raise NodeFailed(f"{what}\n--- last lines of {flog} ---\n{tail}", str(flog), retry)
+        kill_point("trained", node.id)
         summary = _read_json(tmp / "summary.json")
         manifest = self._manifest(node, job, python, t0, started, attempt)
         store.finalize(tmp, node.artifact_dir(self.ws), manifest.model_dump(mode="json"))
+        kill_point("moved", node.id)
         _remove_tree(Path(job.checkpoint_dir))
         return summary
 
@@ -486,7 +493,9 @@ class RunContext:
             from psft_orchestrator.results.store import writer
 
             with self._index_lock, writer(self.ws) as con:
+                kill_point("indexing", node.id)
                 ingest_node(con, node.artifact_dir(self.ws))
+                kill_point("indexed", node.id)
         except Exception as e:
             print(
                 f"warning: could not index {node.id}: {e} (run `psft-results reindex`)",
@@ -583,15 +592,34 @@ def _write_run_record(
     return record
 
 
-def _ingest_run_record(ws: Path, record: dict[str, Any]) -> None:
+def _ingest_run_record(ws: Path, record: dict[str, Any], plan: Plan) -> None:
     try:
         from psft_orchestrator.results.ingest import ingest_run_record
         from psft_orchestrator.results.store import writer
 
+        path = ws / "runs" / f"{record['run_id']}.json"
         with writer(ws) as con:
-            ingest_run_record(con, ws / "runs" / f"{record['run_id']}.json")
+            _index_missing(con, ws, plan, path)
+            ingest_run_record(con, path)
     except Exception as e:
         print(f"warning: could not index the run record: {e}", file=sys.stderr)
+
+
+def _index_missing(con: Any, ws: Path, plan: Plan, current: Path) -> None:
+    """Index what a killed run committed but did not index: finished nodes of this plan and
+    run records. Afterwards the index holds what `psft-results reindex` would build."""
+    from psft_orchestrator.results.ingest import ingest_nodes, ingest_run_record
+
+    indexed = {fp for (fp,) in con.execute("SELECT fingerprint FROM nodes").fetchall()}
+    missing = [
+        n.artifact_dir(ws) for n in plan.nodes if n.fingerprint not in indexed and n.is_done(ws)
+    ]
+    if missing:
+        ingest_nodes(con, missing)
+    runs = {r for (r,) in con.execute("SELECT run_id FROM runs").fetchall()}
+    for path in sorted((ws / "runs").glob("*.json")):
+        if path.stem not in runs and path != current:
+            ingest_run_record(con, path)
 
 
 KEY_METRICS = (

@@ -17,6 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from .faults import kill_point
+
 
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
@@ -32,9 +34,9 @@ def write_json_atomic(path: Path, data: Any) -> None:
 def tmp_dir(workspace: Path, stage: str, fp16: str) -> Path:
     """A fresh build directory for one attempt of a node.
 
-    When the node will resume from a checkpoint, the metrics of its previous attempt are
-    carried over (the trainer truncates them to the checkpoint's step), so a crash loses no
-    logged step.
+    When the node will resume from a checkpoint, the metrics of the interrupted attempt that got
+    furthest are carried over (the trainer truncates them to the checkpoint's step), so a crash
+    loses no logged step.
     """
     d = workspace / "artifacts" / ".tmp" / f"{stage}-{fp16}-{os.getpid()}"
     if d.exists():
@@ -42,16 +44,45 @@ def tmp_dir(workspace: Path, stage: str, fp16: str) -> Path:
     (d / "logs").mkdir(parents=True)
     (d / "outputs").mkdir()
     ckpt = checkpoint_dir(workspace, stage, fp16)
-    previous = sorted((workspace / "artifacts" / ".failed").glob(f"{stage}-{fp16}-*"))
-    if previous and ckpt.is_dir() and any(ckpt.iterdir()):
-        for name in CARRIED_OVER:
-            if (previous[-1] / name).exists():
-                shutil.copyfile(previous[-1] / name, d / name)
+    if ckpt.is_dir() and any(ckpt.iterdir()):
+        source = furthest_attempt(workspace, stage, fp16)
+        for name in CARRIED_OVER if source else ():
+            if (source / name).exists():
+                shutil.copyfile(source / name, d / name)
     return d
 
 
 # Files of an interrupted attempt that a resumed attempt continues.
 CARRIED_OVER = ("metrics.jsonl", "clipped_tokens.jsonl")
+
+
+def furthest_attempt(workspace: Path, stage: str, fp16: str) -> Path | None:
+    """The interrupted attempt of a node whose metrics reach the highest step (the newest of
+    equals). Not simply the newest attempt: one killed at start-up, or resumed with no step
+    left, logs nothing new, and an older attempt holds the lines."""
+    attempts = [
+        d for d in (workspace / "artifacts" / ".failed").glob(f"{stage}-{fp16}-*") if d.is_dir()
+    ]
+    if not attempts:
+        return None
+    return max(attempts, key=lambda d: (last_step(d / "metrics.jsonl"), d.stat().st_mtime_ns))
+
+
+def last_step(metrics: Path) -> int:
+    """The highest `step` in a metrics.jsonl (-1 if none); a line cut by a crash is skipped."""
+    best = -1
+    try:
+        lines = metrics.read_text(errors="replace").splitlines()
+    except OSError:
+        return best
+    for line in lines:
+        try:
+            step = json.loads(line).get("step")
+        except (ValueError, AttributeError):
+            continue
+        if isinstance(step, int):
+            best = max(best, step)
+    return best
 
 
 def checkpoint_dir(workspace: Path, stage: str, fp16: str) -> Path:
@@ -66,6 +97,7 @@ def finalize(tmp: Path, final: Path, manifest: dict[str, Any]) -> bool:
     """
     write_json_atomic(tmp / "manifest.json", manifest)
     (tmp / "_SUCCESS").write_text(now_iso() + "\n")
+    kill_point("finalize", str(manifest.get("node_id", "")))
     final.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.rename(tmp, final)  # atomic on one filesystem; fails if final exists and is not empty
@@ -79,14 +111,20 @@ def finalize(tmp: Path, final: Path, manifest: dict[str, Any]) -> bool:
 
 
 def keep_failed(workspace: Path, tmp: Path, stage: str, fp16: str) -> Path:
-    base = workspace / "artifacts" / ".failed" / f"{stage}-{fp16}-{time.strftime('%Y%m%dT%H%M%S')}"
-    base.parent.mkdir(parents=True, exist_ok=True)
-    dest, n = base, 1
-    while dest.exists():  # a retried attempt that failed within the same second
-        n += 1
-        dest = base.with_name(f"{base.name}.{n}")
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    dest = unused(workspace / "artifacts" / ".failed" / f"{stage}-{fp16}-{stamp}")
+    dest.parent.mkdir(parents=True, exist_ok=True)
     os.rename(tmp, dest)
     return dest
+
+
+def unused(path: Path) -> Path:
+    """`path`, or `path-2`, `path-3`, ... if taken (two failures within one second)."""
+    n, found = 1, path
+    while found.exists():
+        n += 1
+        found = path.with_name(f"{path.name}-{n}")
+    return found
 
 
 def retire(final: Path) -> None:
@@ -98,34 +136,24 @@ def retire(final: Path) -> None:
 
 
 def clean_stale_tmp(workspace: Path) -> list[Path]:
-    """Build directories of runs that no longer exist (killed with -9, say) become failed
-    attempts: kept under .failed/ with their logs and metrics, never deleted."""
+    """Build directories of earlier runs (killed with -9, say) become failed attempts: kept
+    under .failed/ with their logs and metrics, never deleted.
+
+    Call it holding the workspace lock: then no other run of this workspace is alive, so every
+    build directory but our own is stale, whatever its pid says (a killed run's pid can still
+    look alive: a zombie not yet reaped, or the number reused by another process).
+    """
     moved = []
     root = workspace / "artifacts" / ".tmp"
     for d in sorted(root.glob("*-*-*")) if root.exists() else []:
-        pid = d.name.rsplit("-", 1)[-1]
-        if d.is_dir() and pid.isdigit() and not _alive(int(pid)):
-            stage_fp = d.name.rsplit("-", 1)[0]
-            dest = (
-                workspace
-                / "artifacts"
-                / ".failed"
-                / f"{stage_fp}-{time.strftime('%Y%m%dT%H%M%S')}-killed"
-            )
+        stage_fp, _, pid = d.name.rpartition("-")
+        if d.is_dir() and pid.isdigit() and int(pid) != os.getpid():
+            stamp = time.strftime("%Y%m%dT%H%M%S")
+            dest = unused(workspace / "artifacts" / ".failed" / f"{stage_fp}-{stamp}-{pid}-killed")
             dest.parent.mkdir(parents=True, exist_ok=True)
             os.rename(d, dest)
             moved.append(dest)
     return moved
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def host() -> str:

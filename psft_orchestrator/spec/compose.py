@@ -129,6 +129,12 @@ def load_document(
                 "profiles",
                 f"this spec has no profile {profile!r}{did_you_mean(profile, profiles)}",
             )
+        if not isinstance(profiles[profile], dict):
+            raise SpecError.one(
+                doc.loc(("profiles", profile)),
+                f"profiles.{profile}",
+                "must be a mapping: an overlay of the spec's keys",
+            )
         overlay = Doc(profiles[profile], _sublocs(doc, ("profiles", profile)), doc.file)
         doc = merge_docs(doc, overlay)
     for text in overrides or []:
@@ -196,11 +202,12 @@ def _merge_into(dst: dict, src: dict, path: Path_, locs: dict, src_locs: dict) -
 
 def _merge_stages(dst: list, src: list, locs: dict, src_locs: dict) -> None:
     """Stages in an overlay update the stage with the same name, or are appended."""
-    by_name = {s.get("name"): i for i, s in enumerate(dst) if isinstance(s, dict)}
+    # Only a text name can match (anything else is reported when the stage is validated).
+    by_name = {s["name"]: i for i, s in enumerate(dst) if isinstance(s, dict) and _text(s)}
     for j, stage in enumerate(src):
         src_sub = {p[2:]: loc for p, loc in src_locs.items() if p[:2] == ("stages", j)}
-        name = stage.get("name") if isinstance(stage, dict) else None
-        if name in by_name:
+        name = stage["name"] if isinstance(stage, dict) and _text(stage) else None
+        if name is not None and name in by_name:
             i = by_name[name]
             sub_locs = {p[2:]: loc for p, loc in locs.items() if p[:2] == ("stages", i)}
             merged_locs = dict(sub_locs)
@@ -211,8 +218,14 @@ def _merge_stages(dst: list, src: list, locs: dict, src_locs: dict) -> None:
         else:
             i = len(dst)
             dst.append(copy.deepcopy(stage))
-            by_name[name] = i
+            if name is not None:
+                by_name[name] = i
             locs.update({("stages", i, *p): loc for p, loc in src_sub.items()})
+
+
+def _text(stage: dict) -> bool:
+    """Whether the stage's name is text (a list or a mapping cannot key a merge)."""
+    return isinstance(stage.get("name"), str)
 
 
 def parse_override(text: str) -> Doc:
@@ -270,6 +283,8 @@ def parse_override(text: str) -> Doc:
 
 def _substitute_vars(doc: Doc) -> None:
     variables = doc.data.get("vars") or {}
+    if not isinstance(variables, dict):
+        raise SpecError.one(doc.loc(("vars",)), "vars", "must be a mapping of name to value")
 
     def sub(value: Any, path: Path_) -> Any:
         if isinstance(value, dict):

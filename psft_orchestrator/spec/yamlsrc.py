@@ -59,12 +59,17 @@ def load_yaml(path: str | Path, display: str | None = None) -> Doc:
             Loc(name), "", f"file is {len(raw):,} bytes; specs are limited to {MAX_BYTES:,}"
         )
     if b"\x00" in raw:
-        raise SpecError.one(Loc(name), "", "binary file (contains NUL bytes), expected YAML text")
+        line = raw.count(b"\n", 0, raw.index(b"\x00")) + 1
+        raise SpecError.one(
+            Loc(name, line), "", "binary file (contains NUL bytes), expected YAML text"
+        )
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise SpecError.one(
-            Loc(name), "", f"not UTF-8 text (byte {e.start}), expected YAML"
+            Loc(name, raw.count(b"\n", 0, e.start) + 1),
+            "",
+            f"not UTF-8 text (byte {e.start}), expected YAML",
         ) from None
     return parse_yaml(text, name)
 
@@ -80,6 +85,11 @@ def parse_yaml(text: str, name: str) -> Doc:
         line = mark.line + 1 if mark else 0
         problem = e.problem or e.context or "invalid YAML"
         raise SpecError.one(Loc(name, line), "", f"YAML syntax error: {problem}") from None
+    except yaml.reader.ReaderError as e:  # a character YAML does not allow (a control character)
+        line = text.count("\n", 0, e.position) + 1
+        raise SpecError.one(
+            Loc(name, line), "", f"YAML error: character {e.character!r} is not allowed in YAML"
+        ) from None
     except yaml.YAMLError as e:
         raise SpecError.one(Loc(name), "", f"YAML error: {e}") from None
     if node is None:
