@@ -6,7 +6,8 @@
   takes train batch / mini-batch times as many. Pretraining is left out unless asked for.
   `ce` (token cross-entropy, logged for every method) is the comparable loss; PSFT's `loss`
   is its clipped surrogate, about -1, and is not plotted by default.
-- `eval_vs_step`: score vs training step from intermediate evals (Figs. 2-3, 5, 9).
+- `eval_vs_step`: score vs epochs (or steps) from intermediate evals, mean line and seed band
+  per method (Figs. 2-3, 5, 9).
 
 Each method has one colour in every panel and figure (`method_colour`).
 - `dpo_rewards`: DPO rewards/chosen and rewards/rejected vs step (Fig. 6b).
@@ -264,21 +265,27 @@ def dpo_rewards(con: duckdb.DuckDBPyConnection, sel: Selection) -> Figure:
 def eval_vs_step(
     con: duckdb.DuckDBPyConnection, sel: Selection, benchmarks: list[str], mean: bool = False
 ) -> Figure:
-    """Score vs training step, one panel per benchmark (or their mean), one line per method.
+    """Score vs training progress, one panel per benchmark (or their mean), one line per
+    method: the mean over its seeds, with a lowest-to-highest seed band.
 
-    The step of a score is its ScoreRow.step, or else the eval node's `step` label (for
-    pipelines that evaluate each checkpoint with its own eval node). Seeds are averaged.
+    Progress is the epoch the node logged at the score's step when every score has one
+    (intermediate evals inside a training node), else the step: ScoreRow.step, or the eval
+    node's `step` label (pipelines that evaluate each checkpoint with its own eval node).
     """
     params = _Params()
     where = sel.sql(con, params)
     globs = " OR ".join(f"s.benchmark GLOB {params(g)}" for g in benchmarks)
     step_label = field_sql("step", params, {})  # the label, not s.step
+    step = f"coalesce(s.step, TRY_CAST({step_label} AS BIGINT))"
     rows = con.execute(
         f"""
-        SELECT coalesce(n.model, '') AS model, coalesce(n.method, n.node_id) AS method, s.benchmark,
-               coalesce(s.step, TRY_CAST({step_label} AS BIGINT)) AS x, avg(s.value) AS y
+        SELECT coalesce(n.model, '') AS model, coalesce(n.method, n.node_id) AS method,
+               s.benchmark, {step} AS x, e.epoch, avg(s.value) AS y, n.fingerprint
         FROM nodes n JOIN scores s ON s.fingerprint = n.fingerprint
-        WHERE {where} AND ({globs}) AND coalesce(s.step, TRY_CAST({step_label} AS BIGINT)) IS NOT NULL
+        LEFT JOIN (SELECT fingerprint, step, last(value) AS epoch FROM metrics
+                   WHERE key = 'epoch' GROUP BY ALL) e
+               ON e.fingerprint = n.fingerprint AND e.step = s.step
+        WHERE {where} AND ({globs}) AND {step} IS NOT NULL
         GROUP BY ALL ORDER BY model, method, benchmark, x
         """,
         params.values,
@@ -288,40 +295,32 @@ def eval_vs_step(
             "no intermediate eval scores (scores with a step, or eval nodes with a `step` label) "
             "among the selected nodes"
         )
-    series: dict[str, dict[tuple[str, str], dict[int, float]]] = {}
+    by_epoch = all(r[4] is not None for r in rows)
     models = {r[0] for r in rows}
-    for model, method, bench, x, y in rows:
-        panel = "mean" if mean else bench
+    # panel -> (label, method) -> node -> x -> scores (several benchmarks in the mean panel)
+    series: dict[str, dict[tuple[str, str], dict[str, dict[float, list[float]]]]] = {}
+    for model, method, bench, x, epoch, y, fp in rows:
         label = f"{model} {method}" if len(models) > 1 else method
-        series.setdefault(panel, {}).setdefault((label, bench), {})[x] = y
+        panel = series.setdefault("mean" if mean else bench, {})
+        pts = panel.setdefault((label, method), {}).setdefault(fp, {})
+        pts.setdefault(round(epoch, 6) if by_epoch else x, []).append(y)
     plt = _plt()
     panels = sorted(series)
     ncols = min(len(panels), 3)
     nrows = (len(panels) + ncols - 1) // ncols
     fig, axes = plt.subplots(nrows, ncols, figsize=(5 * ncols, 3.6 * nrows), squeeze=False)
     for ax, panel in zip(axes.flat, panels, strict=False):
-        lines: dict[str, dict[int, list[float]]] = {}
-        for (label, _bench), pts in series[panel].items():
-            for x, y in pts.items():
-                lines.setdefault(label, {}).setdefault(x, []).append(y)
-        for label, pts in sorted(lines.items()):
-            xs = sorted(pts)
-            ax.plot(
-                xs,
-                [sum(pts[x]) / len(pts[x]) for x in xs],
-                marker="o",
-                markersize=3,
-                label=label,
-                color=method_colour(label.split(" ")[-1]),
-            )
+        for (label, method), nodes in sorted(series[panel].items()):
+            per_seed = [{x: sum(v) / len(v) for x, v in pts.items()} for pts in nodes.values()]
+            _band(ax, per_seed, label, method_colour(method))
         ax.set_title(f"mean of {', '.join(benchmarks)}" if mean else panel)
-        ax.set_xlabel("step")
+        ax.set_xlabel("epoch" if by_epoch else "step")
         ax.set_ylabel("score")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     for ax in list(axes.flat)[len(panels) :]:
         ax.set_visible(False)
-    fig.suptitle("Eval score vs step")
+    fig.suptitle("Eval score vs training progress")
     fig.tight_layout()
     return fig
 

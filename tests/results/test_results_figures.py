@@ -92,8 +92,9 @@ def test_eval_vs_step_and_dpo(workspace: Path) -> None:
         fig = figures.eval_vs_step(con, figures.Selection(), ["toy_math"])
         ax = fig.axes[0]
         assert ax.get_title() == "toy_math"
-        assert sorted(ln.get_label() for ln in ax.lines) == ["PSFT", "SFT"]
+        assert sorted(ln.get_label() for ln in ax.lines) == ["PSFT (2 seeds)", "SFT (2 seeds)"]
         assert list(ax.lines[0].get_xdata()) == [5, 10, 15]
+        assert ax.get_xlabel() == "step"  # the synthetic train nodes log no epoch
         fig = figures.dpo_rewards(con, figures.Selection())
         assert sorted(
             ln.get_label() for ln in fig.axes[0].lines if not ln.get_label().startswith("_")
@@ -116,3 +117,41 @@ def test_plot_with_nothing_to_draw(workspace: Path, capsys) -> None:
     reindex(workspace)
     assert main(["--workspace", str(workspace), "plot", "dynamics", "--keys", "no_such_key"]) == 1
     assert "no selected node logged" in capsys.readouterr().err
+
+
+def test_eval_scores_against_epochs(tmp_path: Path) -> None:
+    """Intermediate evals inside training nodes: x is the epoch logged at the score's step."""
+    from synthetic_nodes import write_node
+
+    ws = tmp_path / "ws"
+    for method, steps_per_epoch in (("SFT", 2), ("PSFT", 16)):
+        for seed in (1, 2):
+            metrics = [
+                {"step": s, "epoch": s / steps_per_epoch} for s in range(1, 2 * steps_per_epoch + 1)
+            ]
+            scores = [
+                {
+                    "suite": "m",
+                    "benchmark": "toy_math",
+                    "metric": "avg@1",
+                    "value": 10.0 * e + seed,
+                    "step": e * steps_per_epoch,
+                }
+                for e in (1, 2)
+            ]
+            write_node(
+                ws,
+                stage="train",
+                kind=method.lower(),
+                labels={"method": method, "seed": seed},
+                metrics=metrics,
+                scores=scores,
+            )
+    reindex(ws)
+    with store.reader(ws) as con:
+        ax = figures.eval_vs_step(con, figures.Selection(), ["toy_math"]).axes[0]
+    assert ax.get_xlabel() == "epoch"
+    for ln in ax.lines:
+        assert list(ln.get_xdata()) == [1.0, 2.0]
+        assert list(ln.get_ydata()) == [11.5, 21.5]  # mean of seeds 1 and 2
+    assert len(ax.collections) == 2  # a seed band per method
