@@ -111,8 +111,17 @@ def _tokens_per_s(row: dict[str, Any]) -> float | None:
 class RunView:
     """Receives node events, draws them, and keeps `runs/status.json` current."""
 
-    def __init__(self, ws: Path, run_id: str, out: IO[str], quiet: bool = False, live=None):
+    def __init__(
+        self,
+        ws: Path,
+        run_id: str,
+        out: IO[str],
+        quiet: bool = False,
+        live: bool | None = None,
+        pending: list[str] | None = None,
+    ):
         self.ws, self.run_id, self.out, self.quiet = ws, run_id, out, quiet
+        self.pending = list(pending or [])  # node ids to run, for the status file
         self.live = (not quiet and out.isatty()) if live is None else live
         self.lock = threading.Lock()
         self.running: dict[str, Running] = {}
@@ -227,6 +236,8 @@ class RunView:
 
         with self.lock:
             nodes = [*self.finished.values(), *(r.as_dict() for r in self.running.values())]
+            seen = {n["node_id"] for n in nodes}
+            nodes += [{"node_id": i, "state": "pending"} for i in self.pending if i not in seen]
         status = {
             "run_id": self.run_id,
             "pid": os.getpid(),

@@ -79,20 +79,32 @@ def run_plan(
     ray_address: str | None = None,
     use_prefect: bool = True,
     quiet: bool = False,
+    max_parallel: int | None = None,
 ) -> bool:
-    """Run every node that is not done; return True when no node failed."""
+    """Run every node that is not done; return True when no node failed.
+
+    At most `max_parallel` nodes run at once (default: the spec's `max_parallel:`, else the
+    CPUs this process may use), whatever Ray would admit.
+    """
     ws = plan.workspace.resolve()
     forced = plan.forced(force or [])
+    slots = max_parallel or plan.pipeline.max_parallel or usable_cpus()
     try:
         with workspace_lock(ws, wait=wait):
-            return _run_locked(plan, ws, forced, ray_address, use_prefect, quiet)
+            return _run_locked(plan, ws, forced, ray_address, use_prefect, quiet, slots)
     except WorkspaceBusy as e:
         print(f"error: {e}", file=sys.stderr)
         return False
 
 
 def _run_locked(
-    plan: Plan, ws: Path, forced: set[str], ray_address: str | None, use_prefect: bool, quiet: bool
+    plan: Plan,
+    ws: Path,
+    forced: set[str],
+    ray_address: str | None,
+    use_prefect: bool,
+    quiet: bool,
+    slots: int,
 ) -> bool:
     started = time.time()
     run_id = f"{plan.pipeline.name}-{plan.plan_hash[:8]}-{time.strftime('%Y%m%dT%H%M%S')}"
@@ -104,14 +116,14 @@ def _run_locked(
         elif node.is_done(ws):  # a run killed between committing a node and cleaning up after it
             _remove_tree(store.checkpoint_dir(ws, node.stage, node.fp16))
     todo = [n for n in plan.nodes if not n.is_done(ws)]
-    ctx = RunContext(plan, ws, run_id, quiet)
+    ctx = RunContext(plan, ws, run_id, quiet, slots)
     if not todo:
         results = {n.id: ctx.cached(n) for n in plan.nodes}
     else:
         # Prefect, Ray, tqdm and transformers print to the run's log; the view to the terminal.
         with (
             chatter_to(ws / "runs" / f"{run_id}.log") as out,
-            RunView(ws, run_id, out, quiet) as view,
+            RunView(ws, run_id, out, quiet, pending=[n.id for n in todo]) as view,
         ):
             ctx.view = view
             results = _run_todo(ctx, todo, ray_address, use_prefect)
@@ -336,8 +348,9 @@ def _publish(ctx: RunContext, results: dict[str, NodeResult]) -> None:
 
 
 class RunContext:
-    def __init__(self, plan: Plan, ws: Path, run_id: str, quiet: bool):
+    def __init__(self, plan: Plan, ws: Path, run_id: str, quiet: bool, slots: int = 1):
         self.plan, self.ws, self.run_id, self.quiet = plan, ws, run_id, quiet
+        self.slots = threading.BoundedSemaphore(slots)  # nodes running at once
         self.view = RunView(ws, run_id, sys.stdout, quiet, live=False)  # replaced while running
         self._index_lock = threading.Lock()
         self._fp_locks: dict[str, threading.Lock] = {}
@@ -362,7 +375,7 @@ class RunContext:
     def execute(self, node: Node) -> NodeResult:
         # Two nodes of one plan can share a fingerprint (same config and inputs, e.g. two model
         # names that a toy profile maps to one model): the first computes, the other reuses it.
-        with self._fp_locks.setdefault(node.fingerprint, threading.Lock()):
+        with self._fp_locks.setdefault(node.fingerprint, threading.Lock()), self.slots:
             return self._execute(node)
 
     def _execute(self, node: Node) -> NodeResult:
@@ -539,13 +552,31 @@ def _start_ray(address: str | None) -> bool:
     if address:
         ray.init(address=address, log_to_driver=False)
         return False
-    ray.init(
-        num_cpus=os.cpu_count(),
+    options = dict(
+        num_cpus=usable_cpus(),
         include_dashboard=False,
         log_to_driver=False,
         configure_logging=False,
     )
+    try:
+        ray.init(**options)
+    except Exception as e:  # Ray gives its raylet 30 s to register: too short on a loaded machine
+        if "timed out during startup" not in str(e):
+            raise
+        print(f"Ray start-up timed out; trying once more ({e})", file=sys.stderr)
+        ray.shutdown()
+        ray.init(**options)
     return True
+
+
+def usable_cpus() -> int:
+    """CPUs this process may use: its affinity mask, capped by a cgroup v2 CPU quota."""
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    with contextlib.suppress(OSError, ValueError):
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            n = min(n, max(1, int(int(quota) / int(period))))
+    return max(1, n)
 
 
 _REMOTE = None

@@ -130,3 +130,41 @@ def test_live_rows_under_a_real_terminal(tmp_path: Path, fake_env):
     assert "Writing model shards" not in final  # transformers' bar went to the run log
     log = next((ws / "runs").glob("*.log")).read_text()
     assert "Writing model shards" in log
+
+
+def status_cli(ws: Path) -> subprocess.CompletedProcess:
+    cmd = run_cmd("status", "--workspace", str(ws))
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+
+
+def test_status_from_another_terminal(tmp_path: Path):
+    build = tmp_path / "build"
+    build.mkdir()
+    with (tmp_path / "out.txt").open("w") as out:
+        view = RunView(tmp_path, "r1", out, live=False, pending=["train", "eval", "other"])
+        with view:
+            view.node_started("train", "psft/native", build, 1)
+            with MetricsWriter(build / "metrics.jsonl") as m:
+                for step in range(1, 5):
+                    m.log(step, loss=0.5)
+                    write_progress(build, step, 10)
+                    time.sleep(0.6)
+            view.node_finished(
+                result("other", "failed", duration_s=2.0, error="Boom\nmore", log="o.log")
+            )
+            time.sleep(1.5)
+            live = status_cli(tmp_path)
+    assert live.returncode == 0, live.stderr
+    text = live.stdout
+    assert "run r1: running" in text
+    assert "train  running" in text and "/10" in text and "loss 0.5" in text and "ETA" in text
+    assert "eval   pending" in text
+    assert "failed: other: Boom\n  log: o.log" in text
+    assert "run r1: finished" in status_cli(tmp_path).stdout
+
+    status = json.loads((tmp_path / "runs" / "status.json").read_text())
+    status.update(state="running", pid=2**22 + 12345)  # a run whose process is gone
+    (tmp_path / "runs" / "status.json").write_text(json.dumps(status))
+    assert "killed (process" in status_cli(tmp_path).stdout
+    empty = status_cli(tmp_path / "nothing")
+    assert empty.returncode == 2 and "no run found" in empty.stderr
