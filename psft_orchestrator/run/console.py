@@ -127,6 +127,7 @@ class RunView:
         self.running: dict[str, Running] = {}
         self.finished: dict[str, dict[str, Any]] = {}
         self.started = time.time()
+        self.first_node_at: float | None = None  # start-up ends here (benchmarks/orchestration.py)
         self.log_path = ws / "runs" / f"{run_id}.log"
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -177,6 +178,7 @@ class RunView:
 
     def node_started(self, node_id: str, what: str, build_dir: Path | None, attempt: int) -> None:
         with self.lock:
+            self.first_node_at = self.first_node_at or time.time()
             self.running[node_id] = Running(node_id, what, build_dir, attempt=attempt)
         retry = f" retry (attempt {attempt})" if attempt > 1 else ""
         if not self.live:
@@ -243,6 +245,7 @@ class RunView:
             "pid": os.getpid(),
             "started_at": self.started,
             "updated_at": time.time(),
+            "first_node_at": self.first_node_at,
             "state": "finished" if final else "running",
             "log": str(self.log_path),
             "nodes": nodes,

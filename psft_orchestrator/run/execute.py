@@ -297,6 +297,11 @@ def configure_prefect(ws: Path) -> None:
     SQLite database), and patience for the temporary server on a loaded 2-core machine. With
     PREFECT_API_URL set (see `make ui`), runs go to that server instead."""
     os.environ.setdefault("PREFECT_HOME", str(ws / ".prefect"))
+    # Prefect looks for its memo store under ~/.prefect whatever PREFECT_HOME says; without one
+    # it warns and re-registers every block type at each server start (seconds, every run).
+    home = Path(os.environ["PREFECT_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("PREFECT_SERVER_MEMO_STORE_PATH", str(home / "memo_store.toml"))
     url_file = ws / ".prefect" / "api_url"  # written by `make ui` (scripts/prefect_ui.sh)
     if (
         "PREFECT_API_URL" not in os.environ
