@@ -24,7 +24,7 @@ def load_status(ws: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         status = None
     if status is not None:
-        if status.get("state") == "running" and not _alive(int(status.get("pid", 0))):
+        if status.get("state") == "running" and not pid_alive(int(status.get("pid", 0) or 0)):
             status["state"] = f"killed (process {status.get('pid')} is gone)"
         return status
     records = sorted((ws / "runs").glob("*.json"), key=lambda p: p.stat().st_mtime)
@@ -38,7 +38,8 @@ def load_status(ws: Path) -> dict[str, Any] | None:
     return None
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` exists (else the run that wrote "running" was killed)."""
     if pid <= 0:
         return False
     try:
