@@ -156,13 +156,13 @@ class RunView:
         self._thread.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, *exc: object) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
         if self._live is not None:
             self._live.stop()
-        self.write_status(final=True)
+        self.write_status("finished" if exc_type is None else f"stopped ({exc_type.__name__})")
 
     def _tick(self) -> None:
         while not self._stop.wait(REFRESH_S):
@@ -233,7 +233,7 @@ class RunView:
             table.add_row("(waiting)", "", "")
         return table
 
-    def write_status(self, final: bool = False) -> None:
+    def write_status(self, state: str = "running") -> None:
         from .store import write_json_atomic
 
         with self.lock:
@@ -246,7 +246,7 @@ class RunView:
             "started_at": self.started,
             "updated_at": time.time(),
             "first_node_at": self.first_node_at,
-            "state": "finished" if final else "running",
+            "state": state,
             "log": str(self.log_path),
             "nodes": nodes,
         }

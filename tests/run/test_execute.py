@@ -225,6 +225,7 @@ def test_prefect_flow_and_task_states(tmp_path: Path, monkeypatch):
                 flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[run_id]))
             )
             assert len(flows) == 1
+            assert flows[0].state.name == "Failed"  # a failed node fails the flow run
             tasks = client.read_task_runs()
             progress = client.read_artifacts(
                 artifact_filter=ArtifactFilter(type=ArtifactFilterType(any_=["progress"]))
