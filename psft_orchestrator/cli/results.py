@@ -79,8 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--tail", type=int, default=None, help="only the last N steps")
     fmt_arg(sp, ("table", "csv", "json"), "table")
 
-    sp = cmd("lineage", cmd_lineage, "a node's ancestors (and direct children)")
+    sp = cmd("lineage", cmd_lineage, "a node's ancestors, declared inputs and direct children")
     sp.add_argument("node", help="fingerprint prefix or node id")
+
+    sp = cmd("export", cmd_export, "write a node's model as a plain Hugging Face directory")
+    sp.add_argument("node", help="fingerprint prefix or node id")
+    sp.add_argument("dir", type=Path, help="new directory to write (must not exist)")
 
     sp = cmd("query", cmd_query, "run one read-only SQL SELECT against the index")
     sp.add_argument("sql")
@@ -325,7 +329,8 @@ def cmd_nodes(args: argparse.Namespace) -> int:
         hit = [(_run_id(con, args.run),)]
         rel = con.execute(
             "SELECT rn.node_id, rn.stage, n.kind, rn.status, rn.cached, round(rn.duration_s, 1) AS seconds, "
-            "left(rn.fingerprint, 16) AS fingerprint, n.method, n.model, n.seed, rn.error "
+            "left(rn.fingerprint, 16) AS fingerprint, n.method, n.model, n.seed, "
+            "split_part(rn.error, chr(10), 1) AS error "  # the first line; the log has the rest
             "FROM run_nodes rn LEFT JOIN nodes n ON n.fingerprint = rn.fingerprint "
             "WHERE rn.run_id = ? ORDER BY rn.stage, rn.node_id",
             [hit[0][0]],
@@ -396,8 +401,8 @@ def cmd_lineage(args: argparse.Namespace) -> int:
                 FROM up u JOIN lineage l ON l.child = u.fp
                 WHERE NOT list_contains(u.path, l.parent) AND u.depth < 100
             )
-            SELECT u.depth, u.fp, coalesce(n.node_id, l2.parent_node_id, '?'), n.kind, n.stage,
-                   n.fingerprint IS NOT NULL AS indexed
+            SELECT u.depth, u.fp, coalesce(n.node_id, l2.parent_node_id, '?'), n.kind,
+                   n.artifact_path, n.fingerprint IS NOT NULL AS indexed
             FROM (SELECT fp, min(depth) AS depth FROM up GROUP BY fp) u
             LEFT JOIN nodes n ON n.fingerprint = u.fp
             LEFT JOIN (SELECT parent, any_value(parent_node_id) AS parent_node_id FROM lineage GROUP BY parent) l2
@@ -411,12 +416,60 @@ def cmd_lineage(args: argparse.Namespace) -> int:
             "WHERE l.parent = ? ORDER BY n.node_id",
             [fp],
         ).fetchall()
-    for depth, nfp, node_id, kind, _stage, indexed in up:
+    for depth, nfp, node_id, kind, artifact_path, indexed in up:
         label = "this node" if depth == 0 else f"ancestor, depth {depth}"
         extra = "" if indexed else "  [not in the index]"
         print(f"{'  ' * depth}{nfp[:16]}  {node_id}  ({kind or '?'}; {label}){extra}")
+        for line in _declared_inputs(artifact_path):
+            print(f"{'  ' * depth}  {line}")
     for cfp, node_id, kind in children:
         print(f"child: {cfp[:16]}  {node_id or '?'}  ({kind or '?'})")
+    return 0
+
+
+def _declared_inputs(artifact_path: str | None) -> list[str]:
+    """`input model: qwen (model) /path` lines for the inputs that no stage produced."""
+    import json
+
+    try:
+        manifest = json.loads((Path(artifact_path) / "manifest.json").read_text())
+    except (OSError, TypeError, ValueError):
+        return []
+    produced = {p.get("slot") for p in manifest.get("parents", [])}
+    lines = []
+    for slot, refs in manifest.get("inputs", {}).items():
+        if slot in produced:
+            continue
+        for ref in refs if isinstance(refs, list) else [refs]:
+            lines.append(f"input {slot}: {ref.get('name')} ({ref.get('type')}) {ref.get('path')}")
+    return lines
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    import shutil
+
+    from psft_orchestrator.results.store import UsageError, reader
+
+    with reader(_workspace(args)) as con:
+        fp = _resolve_node(con, args.node)
+        node_id, output_type, artifact_path = con.execute(
+            "SELECT node_id, output_type, artifact_path FROM nodes WHERE fingerprint = ?", [fp]
+        ).fetchone()
+    src = Path(artifact_path) / "outputs" / "model"
+    if output_type != "model" or not src.is_dir():
+        raise UsageError(f"{node_id} produced {output_type}, not a model: nothing to export")
+    if args.dir.exists():
+        raise UsageError(f"{args.dir} exists; give a new directory")
+    tmp = args.dir.with_name(f".{args.dir.name}.tmp-export")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp)
+    tmp.rename(args.dir)  # all or nothing
+    print(f"exported {node_id} ({fp[:16]}) to {args.dir}")
+    print(
+        "load it with:\n  from transformers import AutoModelForCausalLM, AutoTokenizer\n"
+        f"  model = AutoModelForCausalLM.from_pretrained({str(args.dir)!r})\n"
+        f"  tokenizer = AutoTokenizer.from_pretrained({str(args.dir)!r})"
+    )
     return 0
 
 

@@ -19,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="psft-run",
         description="Plan and run a post-training pipeline spec (filter → SFT/PSFT → GRPO/DPO → eval).",
         epilog="Examples:\n  psft-run specs/demo.yaml\n  psft-run specs/math_psft.yaml --plan\n"
+        "  psft-run status --workspace results   (the current or last run, from another terminal)\n"
         "  psft-run specs/math_psft.yaml --profile toy --set train.max_steps=20",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -64,12 +65,46 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run without Prefect tracking (plain local executor)",
     )
+    p.add_argument(
+        "--max-parallel",
+        type=int,
+        metavar="N",
+        help="run at most N nodes at once (default: the spec's max_parallel:, else the CPUs available)",
+    )
     p.add_argument("--quiet", action="store_true", help="print only the final summary")
     return p
 
 
+def status_main(argv: list[str]) -> int:
+    """`psft-run status [--workspace W]`: the current or last run, from another terminal."""
+    p = argparse.ArgumentParser(
+        prog="psft-run status",
+        description="Show the current or last run of a workspace: each node's state, progress, "
+        "ETA, and the log of each failure.",
+    )
+    workspace_arg(p)
+    args = p.parse_args(argv)
+    from pathlib import Path
+
+    from psft_orchestrator.run.status import load_status, render_status
+
+    ws = Path(args.workspace or "results")
+    status = load_status(ws)
+    if status is None:
+        print(f"no run found in {ws} (no {ws / 'runs'}/status.json or run record)", file=sys.stderr)
+        return EXIT_USAGE
+    print(render_status(status))
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["status"] and not os.path.exists("status"):
+        return status_main(argv[1:])
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.max_parallel is not None and args.max_parallel < 1:
+        parser.error("--max-parallel must be at least 1")
     from psft_orchestrator.spec.errors import SpecError
 
     try:
@@ -107,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             ray_address=args.ray_address,
             use_prefect=not args.no_prefect,
             quiet=args.quiet,
+            max_parallel=args.max_parallel,
         )
         return EXIT_OK if ok else EXIT_FAILED
     except SpecError as e:

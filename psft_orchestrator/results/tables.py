@@ -701,11 +701,14 @@ def _grid_row(
     show_n: bool,
 ) -> GridRow:
     cells = list(stats.cells)
+    rep = reported.get(stats.key) if is_ext else None
+    mean = None
     if tdef.avg:
         avg = stats.avg
-        if is_ext:
+        if is_ext:  # a source's Avg. as printed; our mean only where it printed none
             mean = row_mean([c.mean if c else None for c in cells])
-            avg = None if mean is None else Estimate(mean, None, 0)
+            shown = rep if rep is not None else mean
+            avg = None if shown is None else Estimate(shown, None, 0)
         cells.append(avg)
     ns = sorted({c.n for c in cells if c is not None})
     n_text = "" if is_ext or not ns else (str(ns[0]) if len(ns) == 1 else f"{ns[0]}–{ns[-1]}")
@@ -714,13 +717,11 @@ def _grid_row(
         values=[c.mean if c else None for c in cells],
         cis=[c.ci if c else None for c in cells],
     )
-    rep = reported.get(stats.key) if is_ext else None
-    mean = row.values[-1] if tdef.avg else None
     if mean is not None and rep is not None and abs(rep - mean) > AVG_TOLERANCE + 1e-9:
         n_vals = len(cells) - 1
         grid.footnotes.append(
-            f"{who} reports Avg. {rep:.{tdef.decimals}f} for {' / '.join(stats.key)}; "
-            f"the mean of the row's {n_vals} scores is {mean:.{tdef.decimals}f} (shown)."
+            f"{who} reports Avg. {rep:.{tdef.decimals}f} for {' / '.join(stats.key)} (shown); "
+            f"the mean of the row's {n_vals} scores is {mean:.{tdef.decimals}f}."
         )
         row.marks[n_vals] = len(grid.footnotes)
     return row

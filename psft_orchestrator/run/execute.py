@@ -30,7 +30,6 @@ from typing import Any
 from psft_orchestrator import __version__
 from psft_orchestrator.contract import (
     EXIT_DETERMINISTIC,
-    NODE_STATUSES,
     InputRef,
     Job,
     Manifest,
@@ -42,6 +41,7 @@ from psft_orchestrator.plan.fingerprint import backend_version
 from psft_orchestrator.plan.planner import Node, Plan
 
 from . import store
+from .console import RunView, chatter_to, print_summary
 from .faults import kill_point
 from .inputs import MissingInput, materialize_toy, resolve_hub
 from .lock import WorkspaceBusy, workspace_lock
@@ -79,20 +79,32 @@ def run_plan(
     ray_address: str | None = None,
     use_prefect: bool = True,
     quiet: bool = False,
+    max_parallel: int | None = None,
 ) -> bool:
-    """Run every node that is not done; return True when no node failed."""
+    """Run every node that is not done; return True when no node failed.
+
+    At most `max_parallel` nodes run at once (default: the spec's `max_parallel:`, else the
+    CPUs this process may use), whatever Ray would admit.
+    """
     ws = plan.workspace.resolve()
     forced = plan.forced(force or [])
+    slots = max_parallel or plan.pipeline.max_parallel or usable_cpus()
     try:
         with workspace_lock(ws, wait=wait):
-            return _run_locked(plan, ws, forced, ray_address, use_prefect, quiet)
+            return _run_locked(plan, ws, forced, ray_address, use_prefect, quiet, slots)
     except WorkspaceBusy as e:
         print(f"error: {e}", file=sys.stderr)
         return False
 
 
 def _run_locked(
-    plan: Plan, ws: Path, forced: set[str], ray_address: str | None, use_prefect: bool, quiet: bool
+    plan: Plan,
+    ws: Path,
+    forced: set[str],
+    ray_address: str | None,
+    use_prefect: bool,
+    quiet: bool,
+    slots: int,
 ) -> bool:
     started = time.time()
     run_id = f"{plan.pipeline.name}-{plan.plan_hash[:8]}-{time.strftime('%Y%m%dT%H%M%S')}"
@@ -104,27 +116,40 @@ def _run_locked(
         elif node.is_done(ws):  # a run killed between committing a node and cleaning up after it
             _remove_tree(store.checkpoint_dir(ws, node.stage, node.fp16))
     todo = [n for n in plan.nodes if not n.is_done(ws)]
-    ctx = RunContext(plan, ws, run_id, quiet)
+    ctx = RunContext(plan, ws, run_id, quiet, slots)
     if not todo:
         results = {n.id: ctx.cached(n) for n in plan.nodes}
     else:
-        needed = {ref.name for n in todo for ref in _flat_inputs(n) if ref.name in plan.toy_inputs}
-        materialize_toy(plan, needed)
-        ray_started = _start_ray(ray_address)
-        try:
-            results = _run_prefect(ctx) if use_prefect else _schedule(ctx, ctx.execute)
-        finally:
-            if ray_started:
-                import ray
-
-                ray.shutdown()
+        # Prefect, Ray, tqdm and transformers print to the run's log; the view to the terminal.
+        with (
+            chatter_to(ws / "runs" / f"{run_id}.log") as out,
+            RunView(ws, run_id, out, quiet, pending=[n.id for n in todo]) as view,
+        ):
+            ctx.view = view
+            results = _run_todo(ctx, todo, ray_address, use_prefect)
     record = _write_run_record(ctx, results, started)
     kill_point("end")
     _ingest_run_record(ws, record, plan)
-    _print_summary(plan, results, time.time() - started)
+    print_summary(results, time.time() - started, quiet)
     _print_tables(plan, ws, quiet, ctx.run_id)
     _print_claims(plan, ws, quiet, ctx.run_id)
     return all(r.status in ("success", "cached") for r in results.values())
+
+
+def _run_todo(
+    ctx: RunContext, todo: list[Node], ray_address: str | None, use_prefect: bool
+) -> dict[str, NodeResult]:
+    plan = ctx.plan
+    needed = {ref.name for n in todo for ref in _flat_inputs(n) if ref.name in plan.toy_inputs}
+    materialize_toy(plan, needed)
+    ray_started = _start_ray(ray_address)
+    try:
+        return _run_prefect(ctx) if use_prefect else _schedule(ctx, ctx.execute)
+    finally:
+        if ray_started:
+            import ray
+
+            ray.shutdown()
 
 
 def _flat_inputs(node: Node) -> list[InputRef]:
@@ -191,7 +216,11 @@ def _run_prefect(ctx: RunContext) -> dict[str, NodeResult]:
             return Completed(message=json.dumps(result.summary)[:500], data=None)
         if result.status == "upstream_failed":
             return Cancelled(name="UpstreamFailed", message=result.error)
-        return Failed(message=f"{result.error}\nlog: {result.log}")
+        from prefect import get_run_logger
+
+        # Logged lines render as lines in the UI; a state message is shown as one string.
+        get_run_logger().error(f"{result.error}\nlog: {result.log}")
+        return Failed(message=result.error.splitlines()[0] if result.error else "failed")
 
     def node_task(node: Node, run: Callable[[], NodeResult] | None = None) -> NodeResult:
         holder: dict[str, NodeResult] = {}
@@ -227,14 +256,20 @@ def _run_prefect(ctx: RunContext) -> dict[str, NodeResult]:
         persist_result=False,
         log_prints=False,
     )
-    def pipeline_flow() -> dict[str, NodeResult]:
+    def pipeline_flow() -> Any:
         results = _schedule(
             ctx, node_task, lambda node, why: node_task(node, lambda: ctx.skip(node, why))
         )
+        holder["results"] = results
         _publish(ctx, results)
-        return results
+        failed = [r.node_id for r in results.values() if r.status == "failed"]
+        if failed:  # the flow run ends Failed, not Completed with a red task run
+            return Failed(message=f"{len(failed)} node(s) failed: {', '.join(failed)}")
+        return None
 
-    return pipeline_flow()
+    holder: dict[str, dict[str, NodeResult]] = {}
+    pipeline_flow(return_state=True)
+    return holder["results"]
 
 
 def _publish_progress(
@@ -243,9 +278,7 @@ def _publish_progress(
     """A Prefect progress artifact for a training node, fed by the trainer's progress.json."""
     from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
-    path = (
-        ctx.ws / "artifacts" / ".tmp" / f"{node.stage}-{node.fp16}-{os.getpid()}" / "progress.json"
-    )
+    path = store.build_dir(ctx.ws, node.stage, node.fp16) / "progress.json"
     artifact_id, shown = None, -1.0
     while not stop.wait(every_s):
         info = _read_json(path)
@@ -264,6 +297,11 @@ def configure_prefect(ws: Path) -> None:
     SQLite database), and patience for the temporary server on a loaded 2-core machine. With
     PREFECT_API_URL set (see `make ui`), runs go to that server instead."""
     os.environ.setdefault("PREFECT_HOME", str(ws / ".prefect"))
+    # Prefect looks for its memo store under ~/.prefect whatever PREFECT_HOME says; without one
+    # it warns and re-registers every block type at each server start (seconds, every run).
+    home = Path(os.environ["PREFECT_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("PREFECT_SERVER_MEMO_STORE_PATH", str(home / "memo_store.toml"))
     url_file = ws / ".prefect" / "api_url"  # written by `make ui` (scripts/prefect_ui.sh)
     if (
         "PREFECT_API_URL" not in os.environ
@@ -315,14 +353,12 @@ def _publish(ctx: RunContext, results: dict[str, NodeResult]) -> None:
 
 
 class RunContext:
-    def __init__(self, plan: Plan, ws: Path, run_id: str, quiet: bool):
+    def __init__(self, plan: Plan, ws: Path, run_id: str, quiet: bool, slots: int = 1):
         self.plan, self.ws, self.run_id, self.quiet = plan, ws, run_id, quiet
+        self.slots = threading.BoundedSemaphore(slots)  # nodes running at once
+        self.view = RunView(ws, run_id, sys.stdout, quiet, live=False)  # replaced while running
         self._index_lock = threading.Lock()
         self._fp_locks: dict[str, threading.Lock] = {}
-
-    def say(self, text: str) -> None:
-        if not self.quiet:
-            print(text, flush=True)
 
     def cached(self, node: Node) -> NodeResult:
         d = node.artifact_dir(self.ws)
@@ -337,13 +373,14 @@ class RunContext:
         )
 
     def skip(self, node: Node, why: str) -> NodeResult:
-        self.say(f"[skip] {node.id}: {why}")
-        return NodeResult(node.id, node.stage, node.fingerprint, "upstream_failed", error=why)
+        result = NodeResult(node.id, node.stage, node.fingerprint, "upstream_failed", error=why)
+        self.view.node_finished(result)
+        return result
 
     def execute(self, node: Node) -> NodeResult:
         # Two nodes of one plan can share a fingerprint (same config and inputs, e.g. two model
         # names that a toy profile maps to one model): the first computes, the other reuses it.
-        with self._fp_locks.setdefault(node.fingerprint, threading.Lock()):
+        with self._fp_locks.setdefault(node.fingerprint, threading.Lock()), self.slots:
             return self._execute(node)
 
     def _execute(self, node: Node) -> NodeResult:
@@ -353,31 +390,33 @@ class RunContext:
         attempts, error, log = 0, "", ""
         while attempts <= RETRIES:
             attempts += 1
-            self.say(
-                f"[run ] {node.id} ({node.kind}/{node.backend}){' retry' if attempts > 1 else ''}"
+            self.view.node_started(
+                node.id,
+                f"{node.kind}/{node.backend}",
+                store.build_dir(self.ws, node.stage, node.fp16),
+                attempts,
             )
             try:
                 summary = self._attempt(node, attempts, start)
                 self._ingest(node)
-                dur = time.time() - start
-                self.say(f"[done] {node.id} in {dur:.1f}s")
-                return NodeResult(
+                result = NodeResult(
                     node.id,
                     node.stage,
                     node.fingerprint,
                     "success",
-                    dur,
+                    time.time() - start,
                     summary.get("backend_seconds"),
                     summary=summary,
                     attempts=attempts,
                     log=str(node.artifact_dir(self.ws) / "logs" / "stage.log"),
                 )
+                self.view.node_finished(result)
+                return result
             except NodeFailed as e:
                 error, log, retry = e.args
                 if not retry:
                     break
-        self.say(f"[FAIL] {node.id}: {error}")
-        return NodeResult(
+        result = NodeResult(
             node.id,
             node.stage,
             node.fingerprint,
@@ -387,6 +426,8 @@ class RunContext:
             log=log,
             attempts=attempts,
         )
+        self.view.node_finished(result)
+        return result
 
     def _attempt(self, node: Node, attempt: int, started: float) -> dict[str, Any]:
         fp16 = node.fp16
@@ -516,13 +557,31 @@ def _start_ray(address: str | None) -> bool:
     if address:
         ray.init(address=address, log_to_driver=False)
         return False
-    ray.init(
-        num_cpus=os.cpu_count(),
+    options = dict(
+        num_cpus=usable_cpus(),
         include_dashboard=False,
         log_to_driver=False,
         configure_logging=False,
     )
+    try:
+        ray.init(**options)
+    except Exception as e:  # Ray gives its raylet 30 s to register: too short on a loaded machine
+        if "timed out during startup" not in str(e):
+            raise
+        print(f"Ray start-up timed out; trying once more ({e})", file=sys.stderr)
+        ray.shutdown()
+        ray.init(**options)
     return True
+
+
+def usable_cpus() -> int:
+    """CPUs this process may use: its affinity mask, capped by a cgroup v2 CPU quota."""
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    with contextlib.suppress(OSError, ValueError):
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            n = min(n, max(1, int(int(quota) / int(period))))
+    return max(1, n)
 
 
 _REMOTE = None
@@ -622,36 +681,6 @@ def _index_missing(con: Any, ws: Path, plan: Plan, current: Path) -> None:
             ingest_run_record(con, path)
 
 
-KEY_METRICS = (
-    "loss",
-    "final_loss",
-    "entropy",
-    "final_entropy",
-    "tokens_per_s",
-    "kept",
-    "score",
-    "reward_mean",
-)
-
-
-STATUS_WIDTH = max(len(s) for s in NODE_STATUSES)
-
-
-def _print_summary(plan: Plan, results: dict[str, NodeResult], seconds: float) -> None:
-    counts = {s: sum(r.status == s for r in results.values()) for s in NODE_STATUSES}
-    print(
-        f"\nrun summary ({seconds:.1f}s): " + ", ".join(f"{v} {k}" for k, v in counts.items() if v)
-    )
-    width = max(len(n) for n in results)
-    for r in results.values():
-        metrics = "  ".join(f"{k}={_fmt(r.summary[k])}" for k in KEY_METRICS if k in r.summary)
-        dur = f"{r.duration_s:6.1f}s" if r.status == "success" else "       "
-        print(f"  {r.node_id.ljust(width)}  {r.status:{STATUS_WIDTH}} {dur}  {metrics}")
-    for r in results.values():
-        if r.status == "failed":
-            print(f"\nFAILED {r.node_id}: {r.error}\n  log: {r.log}")
-
-
 def _print_tables(plan: Plan, ws: Path, quiet: bool, run_id: str) -> None:
     """Print the spec's `tables:` from the index (what `psft-results table NAME` prints)."""
     if quiet or not plan.pipeline.tables:
@@ -688,10 +717,6 @@ def _print_claims(plan: Plan, ws: Path, quiet: bool, run_id: str) -> None:
             f"note: claims not printed ({e}); try `psft-results --workspace {ws} claims`",
             file=sys.stderr,
         )
-
-
-def _fmt(v: Any) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 def _read_json(path: Path) -> dict[str, Any]:

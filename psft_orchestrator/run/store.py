@@ -31,6 +31,11 @@ def write_json_atomic(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
+def build_dir(workspace: Path, stage: str, fp16: str) -> Path:
+    """Where this process builds a node (see `tmp_dir`); the live view reads progress there."""
+    return workspace / "artifacts" / ".tmp" / f"{stage}-{fp16}-{os.getpid()}"
+
+
 def tmp_dir(workspace: Path, stage: str, fp16: str) -> Path:
     """A fresh build directory for one attempt of a node.
 
@@ -38,7 +43,7 @@ def tmp_dir(workspace: Path, stage: str, fp16: str) -> Path:
     furthest are carried over (the trainer truncates them to the checkpoint's step), so a crash
     loses no logged step.
     """
-    d = workspace / "artifacts" / ".tmp" / f"{stage}-{fp16}-{os.getpid()}"
+    d = build_dir(workspace, stage, fp16)
     if d.exists():
         shutil.rmtree(d)
     (d / "logs").mkdir(parents=True)

@@ -257,6 +257,7 @@ def parse_override(text: str) -> Doc:
         "tables",
         "seeds",
         "claims",
+        "max_parallel",
     }
     if parts[0] in top_keys:
         data: dict[str, Any] = {}

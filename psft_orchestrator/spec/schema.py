@@ -309,6 +309,12 @@ class Pipeline(Strict):
     tables: list[str] = Field(
         default_factory=list, description="Result tables to print when the run ends."
     )
+    max_parallel: int | None = Field(
+        None,
+        ge=1,
+        le=4096,
+        description="Nodes run at once at most (default: the CPUs available; --max-parallel wins).",
+    )
     seeds: list[int] | None = Field(
         None,
         description="Seeds as a matrix axis of every training stage (sft, psft, dft, iwsft, dpo, "

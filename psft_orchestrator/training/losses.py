@@ -167,7 +167,7 @@ def psft_loss(
     Metrics (token means over the mask, detached):
         clipfrac        fraction of tokens where the upper clip binds (r_t > 1 + ε_high)
         clipfrac_lower  fraction where the lower clip binds (always 0 for A = +1; logged as a check)
-        ppo_kl          mean of old_t − logp_t
+        ppo_kl          mean of −clamp(logp_t − old_t, −20, 20) (verl's clamped log-ratio)
     `old_logp` is treated as a constant (detached here).
     """
     old_logp = old_logp.detach()
@@ -184,7 +184,7 @@ def psft_loss(
         metrics = {
             "clipfrac": masked_mean(upper.to(logp.dtype), mask),
             "clipfrac_lower": masked_mean(lower.to(logp.dtype), mask),
-            "ppo_kl": masked_mean(old_logp - logp.detach(), mask),
+            "ppo_kl": masked_mean(-log_ratio.detach(), mask),  # clamped, as verl logs it
         }
     return loss, metrics
 

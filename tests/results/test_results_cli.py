@@ -102,3 +102,47 @@ def test_help_is_light() -> None:
         [sys.executable, "-m", "psft_orchestrator.cli.results", "--help"], capture_output=True
     )
     assert help_run.returncode == 0
+
+
+def test_export_lineage_inputs_and_one_line_errors(workspace: Path, capsys, tmp_path: Path) -> None:
+    ws = str(workspace)
+    train_id = "train[method=SFT,model=toy,seed=2]"
+    for path in workspace.glob("artifacts/*/*/manifest.json"):
+        manifest = json.loads(path.read_text())
+        if manifest["node_id"] == train_id:
+            manifest["inputs"] = {
+                "model": {"type": "model", "path": "/models/toy", "name": "toy"},
+                "data": {"type": "dataset", "path": "/data/math.jsonl", "name": "math"},
+            }
+            path.write_text(json.dumps(manifest))
+            (path.parent / "outputs" / "model").mkdir(parents=True)
+            (path.parent / "outputs" / "model" / "config.json").write_text('{"model_type": "x"}')
+    for path in workspace.glob("runs/*.json"):
+        record = json.loads(path.read_text())
+        for node in record["nodes"]:
+            if node.get("error"):
+                node["error"] = "ValueError: bad row\nTraceback (most recent call last):\n  more"
+        path.write_text(json.dumps(record))
+    reindex(workspace)
+
+    rc, out, _ = _run(capsys, "--workspace", ws, "lineage", "eval[method=SFT,model=toy,seed=2]")
+    assert rc == 0 and "input model: toy (model) /models/toy" in out
+    assert "input data: math (dataset) /data/math.jsonl" in out
+    rc, out, _ = _run(capsys, "--workspace", ws, "nodes", "latest")
+    assert rc == 0 and "ValueError: bad row" in out and "Traceback" not in out
+
+    dest = tmp_path / "exported"
+    rc, out, _ = _run(capsys, "--workspace", ws, "export", train_id, str(dest))
+    assert rc == 0 and "AutoModelForCausalLM.from_pretrained" in out and str(dest) in out
+    assert json.loads((dest / "config.json").read_text()) == {"model_type": "x"}
+    rc, _, err = _run(capsys, "--workspace", ws, "export", train_id, str(dest))
+    assert rc == 2 and "exists" in err
+    rc, _, err = _run(
+        capsys,
+        "--workspace",
+        ws,
+        "export",
+        "eval[method=SFT,model=toy,seed=2]",
+        str(tmp_path / "e"),
+    )
+    assert rc == 2 and "not a model" in err and not (tmp_path / "e").exists()

@@ -6,6 +6,7 @@ native backend runs end to end in tests/e2e.
 
 from __future__ import annotations
 
+import itertools
 import json
 import signal
 import subprocess
@@ -72,9 +73,10 @@ def test_failure_skips_downstream_and_independent_branch_finishes(tmp_path: Path
     env = {**fake_env, "PSFT_FAKE_FAIL": "train[method=PSFT]"}
     proc = psft_run(str(SMALL), "--workspace", str(ws), "--no-prefect", env=env)
     assert proc.returncode == 1
-    assert "FAILED train[method=PSFT]" in proc.stdout
+    assert "[FAIL] train[method=PSFT] after " in proc.stdout
     assert "fake failure requested" in proc.stdout  # the log tail is in the message
-    assert "last lines of" in proc.stdout
+    assert proc.stdout.count("--- last lines of") == 1  # the failure is printed once, as lines
+    assert "fake failure" not in proc.stderr and "\\n" not in proc.stdout
     record = json.loads(next((ws / "runs").glob("*.json")).read_text())
     status = {n["node_id"]: n["status"] for n in record["nodes"]}
     assert status == {
@@ -132,6 +134,18 @@ def test_force_reruns_node_and_downstream(tmp_path: Path, fake_env):
     changed = {k for k in after if after[k]["run_id"] != before[k]["run_id"]}
     assert changed == {"train[method=SFT]", "eval[method=SFT]"}
     assert list(ws.glob("artifacts/train/.forced/*"))  # the old artifact was kept, not deleted
+
+
+def test_max_parallel_one_runs_nodes_one_at_a_time(tmp_path: Path, fake_env):
+    ws = tmp_path / "ws"
+    env = {**fake_env, "PSFT_FAKE_SLEEP": "3"}
+    proc = psft_run(
+        str(SMALL), "--workspace", str(ws), "--no-prefect", "--max-parallel", "1", env=env
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    spans = sorted((m["started_at"], m["ended_at"]) for m in manifests(ws).values())
+    assert len(spans) == 4
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans)), spans
 
 
 def test_concurrent_runs_do_not_double_execute(tmp_path: Path, fake_env):
@@ -211,6 +225,7 @@ def test_prefect_flow_and_task_states(tmp_path: Path, monkeypatch):
                 flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[run_id]))
             )
             assert len(flows) == 1
+            assert flows[0].state.name == "Failed"  # a failed node fails the flow run
             tasks = client.read_task_runs()
             progress = client.read_artifacts(
                 artifact_filter=ArtifactFilter(type=ArtifactFilterType(any_=["progress"]))

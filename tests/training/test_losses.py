@@ -68,7 +68,7 @@ def ref_psft(logp, old, mask, lo, hi, mode="token-mean"):
             grow.append(-ci * r if (r <= 1 + hi and -20 < d < 20) else 0.0)
             if m:
                 clipped += r > 1 + hi
-                kl += o - x
+                kl += -max(-20.0, min(20.0, d))  # verl logs the clamped log-ratio
         grad.append(grow)
     return loss, grad, clipped / n, kl / n
 
