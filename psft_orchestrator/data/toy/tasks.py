@@ -10,6 +10,7 @@ Tasks (artifact type):
     math_bench    (benchmark)  math problems to solve; params: level
     ood_bench     (benchmark)  exact-match / multiple-choice skills; params: skill ("all" or one)
     ifeval_bench  (benchmark)  format instructions with machine-checkable `checks`
+    mt_bench      (benchmark)  two such instructions as turn 1 and a follow-up turn 2
     corpus        (corpus)     pretraining text: all skills as ChatML transcripts; params: math_share,
                                ifeval_share, copy_share
     preference    (preference) chosen/rejected pairs (math and format); params: domain
@@ -90,6 +91,19 @@ def ifeval_bench(rng: random.Random) -> Row:
     }
 
 
+def mt_bench(rng: random.Random) -> Row:
+    """Two format instructions in one conversation (an MT-Bench stand-in): the second is asked
+    as a follow-up after the model's answer to the first; each turn keeps its own checks."""
+    first, second = instructions.sample_instruction(rng), instructions.sample_instruction(rng)
+    return {
+        "prompt": _user(first.prompt),
+        "turns": [first.prompt, second.prompt],
+        "answer": first.response,
+        "task": "toy_mt_bench",
+        "turn_checks": [[dict(c) for c in first.checks], [dict(c) for c in second.checks]],
+    }
+
+
 def corpus(
     rng: random.Random,
     math_share: float = 0.1,
@@ -158,6 +172,7 @@ _GENERATORS: dict[str, Callable[..., Row]] = {
     "math_bench": math_bench,
     "ood_bench": ood_bench,
     "ifeval_bench": ifeval_bench,
+    "mt_bench": mt_bench,
     "corpus": corpus,
     "preference": preference,
     "prompts": prompts,
@@ -169,6 +184,7 @@ TOY_TASKS: dict[str, str] = {
     "math_bench": "benchmark",
     "ood_bench": "benchmark",
     "ifeval_bench": "benchmark",
+    "mt_bench": "benchmark",
     "corpus": "corpus",
     "preference": "preference",
     "prompts": "prompts",
