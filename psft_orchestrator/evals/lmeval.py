@@ -106,9 +106,16 @@ def write_task_yamls(
         rows = [_flat_row(r) for r in read_benchmark(path, limit)]
         if not rows:
             raise ValueError(f"benchmark {benchmark!r} ({path}) has no rows")
+        kinds = {"choices" in r for r in rows}
+        if len(kinds) > 1:  # lm-eval gives a task one output type
+            raise ValueError(
+                f"benchmark {benchmark!r} ({path}) mixes multiple-choice rows (with `choices`) and "
+                "free-answer rows; lm-eval runs one output type per task: split it into two "
+                "benchmarks"
+            )
         data_file = (tasks_dir / f"{name}.jsonl").resolve()
         data_file.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-        config = task_config(name, data_file, "choices" in rows[0], max_gen_toks)
+        config = task_config(name, data_file, kinds == {True}, max_gen_toks)
         (tasks_dir / f"{name}.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         names[name] = benchmark
     return names

@@ -53,6 +53,14 @@ def test_task_yamls_for_local_benchmarks(tmp_path):
     ] == [1, 1]
 
 
+def test_a_benchmark_mixing_choices_and_free_answers_is_refused(tmp_path):
+    """lm-eval runs one output type per task; a mixed file used to crash inside lm-eval with
+    `'NoneType' object is not iterable` (the toy alignment_tax suite)."""
+    mixed = write_jsonl(tmp_path / "mixed.jsonl", [MC_ROWS[0], GEN_ROWS[0]])
+    with pytest.raises(ValueError, match="mixes multiple-choice rows"):
+        write_task_yamls({"mixed": mixed}, tmp_path / "tasks")
+
+
 def test_scores_from_results():
     results = {
         "results": {
