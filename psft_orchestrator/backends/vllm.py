@@ -24,6 +24,10 @@ class VllmGenerator:
     backend_name = "vllm"
 
     def __init__(self, model_dir: str, dtype: str = "float32", max_model_len: int | None = None):
+        import os
+
+        # The engine in this process: a second process would import vLLM again (slow on CPU).
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         from vllm import LLM
 
         self.model_dir = model_dir

@@ -118,6 +118,13 @@ class JudgeAPI(_Strict):
 
 
 JudgeProtocol = Literal["score", "mt_bench", "arena_hard", "alpaca_eval"]
+# What each protocol reports (evals/judge.py); LLM judges add "unparsed".
+PROTOCOL_METRICS: dict[str, tuple[str, ...]] = {
+    "score": ("score", "win_rate"),
+    "mt_bench": ("turn1", "turn2", "score"),
+    "arena_hard": ("win_rate",),
+    "alpaca_eval": ("win_rate", "lc_win_rate"),
+}
 
 
 class JudgeSuite(_Sampling):

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 Messages = list[dict[str, str]]
+server_pids: dict[str, int] = {}  # base URL -> process group of a running `vllm serve`
 
 
 class JudgeUnavailable(RuntimeError):
@@ -110,7 +111,8 @@ def vllm_server(
     startup_timeout_s: float = 600.0,
     extra_args: list[str] | None = None,
 ) -> Iterator[str]:
-    """Run `vllm serve` for the duration of the block; yields its base URL (…/v1)."""
+    """Run `vllm serve` for the duration of the block; yields its base URL (…/v1). The server's
+    process group id is `server_pids[url]` while it runs (for tests and diagnostics)."""
     port = free_port()
     cmd = vllm_command(python, model, port, extra_args)
     print(f"[judge] starting: {' '.join(cmd)} (log: {log_path})", flush=True)
@@ -118,8 +120,11 @@ def vllm_server(
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         _wait_healthy(proc, f"http://127.0.0.1:{port}/health", startup_timeout_s, log_path)
-        yield f"http://127.0.0.1:{port}/v1"
+        url = f"http://127.0.0.1:{port}/v1"
+        server_pids[url] = proc.pid
+        yield url
     finally:
+        server_pids.pop(f"http://127.0.0.1:{port}/v1", None)
         stop_process_group(proc)
         log.close()
 

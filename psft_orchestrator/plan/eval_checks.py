@@ -72,11 +72,12 @@ def _vllm_problems(plan: Plan) -> list[Problem]:
     if why is None:
         return []
     hint = "build the vLLM environment with `make setup` (.venv-vllm) or set interpreters.vllm"
-    return [
-        (n.loc, f"{n.id}.backend" if n.backend == "vllm" else f"{n.id}.suites",
-         f"{'backend vllm' if n.backend == 'vllm' else 'judge serve'} needs vLLM, but {why}; {hint}")
-        for n in users
-    ]  # fmt: skip
+    out: dict[tuple[str, str], Problem] = {}  # one line per stage, not per matrix cell
+    for n in users:
+        what = "backend vllm" if n.backend == "vllm" else "judge serve"
+        key = f"{n.stage}.backend" if n.backend == "vllm" else f"{n.stage}.suites"
+        out.setdefault((str(n.loc), key), (n.loc, key, f"{what} needs vLLM, but {why}; {hint}"))
+    return list(out.values())
 
 
 def _serves_a_judge(node: Any) -> bool:

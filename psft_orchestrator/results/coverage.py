@@ -84,6 +84,10 @@ def _reports(node: Node) -> set[tuple[str, str]]:
     out = set()
     for suite in getattr(node.stage_model, "suites", []):
         metrics = [m.format(k=getattr(suite, "k", 1)) for m in SUITE_METRICS.get(suite.type, ())]
+        if suite.type == "judge":
+            from psft_orchestrator.evals.config import PROTOCOL_METRICS
+
+            metrics = [*PROTOCOL_METRICS[suite.protocol], "unparsed"]
         for bench in getattr(suite, "benchmarks", []) or []:
             out |= {(bench.lower(), m) for m in metrics}
     return out

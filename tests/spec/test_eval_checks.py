@@ -42,7 +42,7 @@ def test_vllm_backend_without_vllm_is_refused_at_its_stage(tmp_path, capsys):
     rc, err = _plan(tmp_path, capsys, backend="vllm", interpreters=NO_VLLM)
     assert rc == 2
     assert f"{tmp_path / 'judged.yaml'}:8" in err  # the stage's line
-    assert "eval.backend" in err and "has no 'vllm' module" in err
+    assert "eval.backend" in err and err.count("error:") == 1 and "has no 'vllm' module" in err
 
 
 def test_served_judge_without_vllm_is_refused(tmp_path, capsys):
