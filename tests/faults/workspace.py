@@ -13,17 +13,20 @@ from typing import Any
 TIMING_KEY = re.compile(r"per_s$|_time|seconds|_s$")
 
 
+def finished(ws: Path) -> list[Path]:
+    """`_SUCCESS` of every finished node (not of a build directory in .tmp/ or .failed/)."""
+    found = ws.glob("artifacts/*/*/_SUCCESS")
+    return [p for p in found if not p.parent.parent.name.startswith(".")]
+
+
 def success_mtimes(ws: Path) -> dict[str, int]:
     """`_SUCCESS` file of every finished node -> its mtime in ns."""
-    return {str(p.relative_to(ws)): p.stat().st_mtime_ns for p in ws.glob("artifacts/*/*/_SUCCESS")}
+    return {str(p.relative_to(ws)): p.stat().st_mtime_ns for p in finished(ws)}
 
 
 def node_dirs(ws: Path) -> dict[str, Path]:
     """stage/fp16 -> directory, for every finished node."""
-    return {
-        f"{p.parent.parent.name}/{p.parent.name}": p.parent
-        for p in ws.glob("artifacts/*/*/_SUCCESS")
-    }
+    return {f"{p.parent.parent.name}/{p.parent.name}": p.parent for p in finished(ws)}
 
 
 def model_digest(node: Path) -> str:
