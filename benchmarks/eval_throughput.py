@@ -1,12 +1,19 @@
 """Eval and filter throughput on this machine.
 
-1. Math-suite generation on the toy `tiny` model (random weights, so completions run to the token
-   cap, which makes runs comparable): completions/s batched vs one at a time, same prompts.
+1. Generation on the demo's eval suites (specs/demo.yaml `vars.suites`: math k=4 sampled, OOD and
+   IFEval greedy), completions/s of the new path (`evals.generate.generate`: length-grouped
+   batches, a plain KV-cache decode loop, finished rows dropped) at the demo's batch sizes,
+   against the previous path (`generate_reference`: HF `model.generate`, batches in prompt
+   order) at the batch sizes the demo used before (48 / 50 / 40), in the same process, and the
+   new path at those old batch sizes (what the loop alone buys). Greedy suites must give
+   identical completions on both paths; the script checks it.
+   The model is a toy model pretrained for `--pretrain-steps` steps here (so that, like the
+   demo's models, it stops its answers), or `--model DIR`.
 2. The filter stage on a generated 100k-row problem/solution file (toy arithmetic, with wrong
    answers, over-long rows and duplicates mixed in): rows/s with Math-Verify and token-length
    checks on all cores, and with one worker on a slice for comparison.
 
-    python benchmarks/eval_throughput.py [--rows 100000] [--problems 16] [--k 4] [--max-new-tokens 64]
+    python benchmarks/eval_throughput.py --skip-filter [--model DIR] [--threads 1]
 """
 
 from __future__ import annotations
@@ -19,46 +26,94 @@ import tempfile
 import time
 from pathlib import Path
 
+import yaml
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+DEMO = Path(__file__).parents[1] / "specs/demo.yaml"
+OLD_BATCH_SIZES = {"math": 48, "ood": 50, "ifeval": 40}  # specs/demo.yaml before the new path
 
-def bench_generation(
-    work: Path, problems: int, k: int, max_new_tokens: int, batch_size: int
-) -> dict:
+
+def quick_base(work: Path, steps: int) -> Path:
+    """A tiny toy model pretrained briefly on the toy corpus: it answers and stops, as the
+    demo's models do (a random model would always run to the token cap)."""
+    from psft_orchestrator.data.toy.model import make_tiny_model
+    from psft_orchestrator.data.toy.tasks import write_toy_data
+    from psft_orchestrator.training.config import PretrainConfig
+    from psft_orchestrator.training.pretrain import pretrain
+
+    preset = yaml.safe_load((DEMO.parents[1] / "stages/toy/pretrain.yaml").read_text())
+    preset.pop("kind")
+    preset.update(max_steps=steps, log_every=steps)
+    init = make_tiny_model(work / "init", size="tiny", seed=0)
+    corpus = write_toy_data("corpus", 4000, 0, work / "corpus.jsonl")
+    pretrain(PretrainConfig(**preset), init, corpus, work / "base", work / "metrics.jsonl")
+    return work / "base"
+
+
+def demo_suites(work: Path) -> list[tuple[object, list[list[dict]]]]:
+    """(suite, prompts) for each suite of the demo, its benchmark generated as the demo does."""
+    from pydantic import TypeAdapter
+
+    from psft_orchestrator.data.toy.tasks import write_toy_data
+    from psft_orchestrator.evals.config import Suite
+    from psft_orchestrator.evals.generate import as_messages
+    from psft_orchestrator.evals.records import read_benchmark
+
+    spec = yaml.safe_load(DEMO.read_text())
+    out = []
+    for raw in spec["vars"]["suites"]:
+        suite = TypeAdapter(Suite).validate_python(raw)
+        prompts = []
+        for name in suite.benchmarks:
+            d = spec["datasets"][name]
+            path = write_toy_data(
+                d["toy"], d["n"], d["seed"], work / f"{name}.jsonl", **d.get("params", {})
+            )
+            prompts += [as_messages(r["prompt"], suite.system_prompt) for r in read_benchmark(path)]
+        out.append((suite, prompts))
+    return out
+
+
+def bench_generation(work: Path, model_dir: Path | None, pretrain_steps: int) -> dict:
     import torch
 
-    from psft_orchestrator.data.toy.arithmetic import SYSTEM_PROMPT, sample_problem
-    from psft_orchestrator.data.toy.model import make_tiny_model
-    from psft_orchestrator.evals.generate import SamplingParams, as_messages, generate, load_model
+    from psft_orchestrator.evals import generate as g
 
-    model, tok = load_model(make_tiny_model(work / "tiny", size="tiny", seed=0))
-    rng = random.Random(0)
-    prompts = [
-        as_messages(sample_problem(rng, 3).question(), SYSTEM_PROMPT) for _ in range(problems)
-    ]
-    out: dict = {
-        "problems": problems,
-        "k": k,
-        "max_new_tokens": max_new_tokens,
-        "torch_threads": torch.get_num_threads(),
-    }
-    for label, bs in (("batched", batch_size), ("one_at_a_time", 1)):
-        params = SamplingParams(k=k, max_new_tokens=max_new_tokens, batch_size=bs, seed=0)
-        t0 = time.perf_counter()
-        completions = generate(model, tok, prompts, params)
-        seconds = time.perf_counter() - t0
-        n = sum(len(c) for c in completions)
-        out[label] = {
-            "batch_size": bs,
-            "completions": n,
-            "seconds": round(seconds, 2),
-            "completions_per_s": round(n / seconds, 2),
+    model, tok = g.load_model(model_dir or quick_base(work, pretrain_steps))
+    report: dict = {"torch_threads": torch.get_num_threads(), "suites": {}}
+    totals = {"reference": [0, 0.0], "new_old_batch": [0, 0.0], "new": [0, 0.0]}
+    for suite, prompts in demo_suites(work):
+        params = g.sampling_params(suite)
+        old = g.SamplingParams(**{**params.__dict__, "batch_size": OLD_BATCH_SIZES[suite.label]})
+        runs = {"reference": (g.generate_reference, old), "new_old_batch": (g.generate, old),
+                "new": (g.generate, params)}  # fmt: skip
+        row: dict = {
+            "prompts": len(prompts),
+            "k": params.k,
+            "max_new_tokens": params.max_new_tokens,
         }
-    out["speedup"] = round(
-        out["batched"]["completions_per_s"] / out["one_at_a_time"]["completions_per_s"], 2
-    )
-    return out
+        outputs = {}
+        for label, (fn, p) in runs.items():
+            t0 = time.perf_counter()
+            outputs[label] = fn(model, tok, prompts, p)
+            seconds = time.perf_counter() - t0
+            n = sum(len(c) for c in outputs[label])
+            totals[label][0] += n
+            totals[label][1] += seconds
+            row[label] = {"batch_size": p.batch_size, "seconds": round(seconds, 2),
+                          "completions_per_s": round(n / seconds, 1)}  # fmt: skip
+        row["speedup"] = round(
+            row["new"]["completions_per_s"] / row["reference"]["completions_per_s"], 2
+        )
+        if params.temperature == 0:
+            row["greedy_identical"] = outputs["new"] == outputs["reference"]
+        report["suites"][suite.label] = row
+    report["all_suites"] = {k: round(n / s, 1) for k, (n, s) in totals.items()}
+    report["speedup_new_vs_reference"] = round(totals["reference"][1] / totals["new"][1], 2)
+    report["speedup_loop_only"] = round(totals["reference"][1] / totals["new_old_batch"][1], 2)
+    return report
 
 
 def write_source(path: Path, rows: int) -> None:
@@ -121,10 +176,8 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--rows", type=int, default=100_000)
-    ap.add_argument("--problems", type=int, default=16)
-    ap.add_argument("--k", type=int, default=4)
-    ap.add_argument("--max-new-tokens", type=int, default=64)
-    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--model", type=Path, default=None, help="model dir (default: pretrain one)")
+    ap.add_argument("--pretrain-steps", type=int, default=300)
     ap.add_argument(
         "--threads", type=int, default=None, help="torch intra-op threads (default: torch's)"
     )
@@ -139,9 +192,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         if not args.skip_generation:
-            report["generation"] = bench_generation(
-                work, args.problems, args.k, args.max_new_tokens, args.batch_size
-            )
+            report["generation"] = bench_generation(work, args.model, args.pretrain_steps)
             print(json.dumps({"generation": report["generation"]}, indent=2), flush=True)
         if not args.skip_filter:
             report["filter"] = bench_filter(work, args.rows)

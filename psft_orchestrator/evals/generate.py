@@ -1,10 +1,22 @@
 """Sampling completions from an HF causal LM: batched, left-padded, chat-templated, seeded.
 
-`generate(model, tokenizer, prompts, params)` returns `k` completions per prompt. Prompts are
-expanded k times and cut into batches of `batch_size` sequences; before each batch the RNG is
-seeded with `seed + batch index`, so the same model, seed and batch size give the same
-completions on the same device. `batch_size=1` is the one-at-a-time mode (slow; kept for the
-throughput benchmark and for debugging padding effects).
+`generate(model, tokenizer, prompts, params)` returns `k` completions per prompt, in prompt
+order. How (each step is a speed-up that leaves greedy outputs unchanged; see
+benchmarks/eval_throughput.py):
+
+- prompts are expanded k times and sorted by length, so a batch of `batch_size` sequences holds
+  prompts of similar length (little left padding);
+- each batch is decoded by a plain loop (no logits processors or stopping criteria per step)
+  over a KV-cache decoder (evals/decoders.py): for Llama-style models (Qwen2, Llama) one that
+  runs the model's modules with buffers allocated once, for others the model's forward;
+- rows that emitted a stop token leave the batch (their cache rows are dropped) once they are a
+  quarter of it, so later steps run on the rows still going; the batch ends when every row has
+  stopped.
+
+Before each batch the RNG is seeded with `seed + batch index`, so the same model, seed and batch
+size give the same completions on the same device. `generate_reference` is the previous path
+(HF `model.generate`, batches in prompt order), kept as the baseline of the benchmark and of
+the tests that greedy outputs are identical.
 
 Generation stops at the tokenizer's eos and at `<|im_end|>` when the vocabulary has it.
 """
@@ -81,18 +93,13 @@ def render(tokenizer: PreTrainedTokenizerBase, messages: Messages) -> str:
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
-def generate(
+def generate_reference(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     prompts: list[Messages],
     params: SamplingParams,
 ) -> list[list[str]]:
-    """`params.k` completions per prompt (decoded, special tokens removed), in prompt order.
-
-    `model` may also be another engine with `complete(prompts, params, tokenizer)` (the vllm
-    backend's generator): the suites do not know which one answers."""
-    if hasattr(model, "complete"):
-        return model.complete(prompts, params, tokenizer)
+    """The previous path: HF `model.generate` on batches in prompt order (the baseline)."""
     import torch
 
     texts = [render(tokenizer, m) for m in prompts for _ in range(params.k)]
@@ -146,3 +153,106 @@ def _room(model: Any, prompt_len: int, params: SamplingParams) -> int:
             f"prompt of {prompt_len} tokens does not fit the model's {limit} positions"
         )
     return min(params.max_new_tokens, limit - prompt_len)
+
+
+def generate(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[Messages],
+    params: SamplingParams,
+) -> list[list[str]]:
+    """`params.k` completions per prompt (decoded, special tokens removed), in prompt order.
+
+    `model` may also be another engine with `complete(prompts, params, tokenizer)` (the vllm
+    backend's generator): the suites do not know which one answers."""
+    if hasattr(model, "complete"):
+        return model.complete(prompts, params, tokenizer)
+    import torch
+
+    encoded = tokenizer([render(tokenizer, m) for m in prompts], add_special_tokens=False)
+    sequences = [ids for ids in encoded["input_ids"] for _ in range(params.k)]
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))  # stable
+    stops = stop_token_ids(model, tokenizer)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
+    device = next(model.parameters()).device
+    outputs: list[list[int]] = [[] for _ in sequences]
+    rng_devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=rng_devices), torch.no_grad():
+        for b, start in enumerate(range(0, len(order), params.batch_size)):
+            rows = order[start : start + params.batch_size]
+            torch.manual_seed(params.seed + b)
+            batch = [sequences[i] for i in rows]
+            new_tokens = decode_batch(model, batch, params, stops, pad_id, device)
+            for i, tokens in zip(rows, new_tokens, strict=True):
+                outputs[i] = tokens
+    texts = tokenizer.batch_decode(outputs, skip_special_tokens=True)
+    return [texts[i * params.k : (i + 1) * params.k] for i in range(len(prompts))]
+
+
+def decode_batch(
+    model: Any,
+    prompts: list[list[int]],
+    params: SamplingParams,
+    stops: list[int],
+    pad_id: int,
+    device: Any,
+) -> list[list[int]]:
+    """New token ids of each prompt (stop token included), decoded together with a KV cache
+    (evals/decoders.py). Left padding, so every row's next token sits in the last column;
+    position ids count real tokens only, as HF's generate does. Finished rows leave the batch."""
+    import torch
+
+    from psft_orchestrator.evals.decoders import make_decoder
+
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    real = torch.zeros((len(prompts), width), dtype=torch.long)
+    for r, p in enumerate(prompts):
+        ids[r, width - len(p) :] = torch.tensor(p, dtype=torch.long)
+        real[r, width - len(p) :] = 1
+    ids, real = ids.to(device), real.to(device)
+    positions = (real.cumsum(-1) - 1).clamp(min=0)
+    steps = _room(model, width, params)
+    decoder = make_decoder(model, len(prompts), width + steps)
+    logits = decoder.step(ids, real, positions)
+    alive = torch.arange(len(prompts), device=device)  # batch row -> prompt index
+    done = torch.zeros(len(prompts), dtype=torch.bool, device=device)
+    next_position = positions[:, -1:] + 1
+    stop_ids = torch.tensor(stops, device=device)
+    out: list[list[int]] = [[] for _ in prompts]
+    for _ in range(steps):
+        token = next_token(logits, params)
+        for r, t, d in zip(alive.tolist(), token.tolist(), done.tolist(), strict=True):
+            if not d:
+                out[r].append(t)
+        done |= torch.isin(token, stop_ids)
+        if done.all():
+            break
+        if 4 * int(done.sum()) >= len(done):  # a quarter has finished: drop those rows
+            keep = (~done).nonzero().squeeze(1)
+            decoder.select(keep)
+            alive, token, next_position, done = (
+                alive[keep],
+                token[keep],
+                next_position[keep],
+                done[keep],
+            )
+        logits = decoder.step(token[:, None], torch.ones_like(token[:, None]), next_position)
+        next_position = next_position + 1
+    return out
+
+
+def next_token(logits: Any, params: SamplingParams) -> Any:
+    """Greedy (temperature 0) or temperature + nucleus (top-p) sampling, as HF's generate does."""
+    import torch
+
+    if params.temperature <= 0:
+        return logits.argmax(dim=-1)
+    probs = torch.softmax(logits.float() / params.temperature, dim=-1)
+    if params.top_p < 1.0:
+        sorted_probs, sorted_ids = probs.sort(dim=-1, descending=True)
+        # Drop a token once the tokens before it already reach top_p (the first always stays).
+        drop = sorted_probs.cumsum(dim=-1) - sorted_probs >= params.top_p
+        sorted_probs = sorted_probs.masked_fill(drop, 0.0)
+        probs = torch.zeros_like(probs).scatter(-1, sorted_ids, sorted_probs)
+    return torch.multinomial(probs, num_samples=1).squeeze(1)

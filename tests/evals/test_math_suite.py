@@ -88,3 +88,17 @@ def test_new_tokens_are_capped_by_the_model_positions(parrot):
     assert _room(model, 10, SamplingParams(max_new_tokens=16)) == 16
     with pytest.raises(ValueError, match="positions"):
         _room(model, 1024, SamplingParams())
+
+
+def test_new_path_gives_the_reference_paths_greedy_outputs(micro_model, parrot):
+    """Length-grouped batches, the plain decode loop and dropping finished rows change speed,
+    not outputs: greedy completions equal HF generate's, prompt by prompt, in prompt order."""
+    from psft_orchestrator.evals.generate import generate_reference
+
+    prompts = [as_messages("x " * n + "What is 2 plus 3?") for n in (9, 0, 4, 17, 1, 6)]
+    for model, tok in (load_model(micro_model), parrot):  # runs to the cap / stops early
+        for k, batch_size in ((1, 4), (2, 5), (2, 64)):
+            params = SamplingParams(k=k, temperature=0, max_new_tokens=10, batch_size=batch_size)
+            new = generate(model, tok, prompts, params)
+            assert new == generate_reference(model, tok, prompts, params)
+            assert len(new) == len(prompts) and all(len(c) == k for c in new)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -172,20 +173,27 @@ def test_preference_chosen_is_right_and_rejected_is_not() -> None:
 # --- OOD skills: recompute each answer from the prompt -----------------------------------------
 
 
+CATEGORY_WORDS = {  # written out here, independently of skills.CHOICE_CATEGORIES
+    "animal": ["cat", "dog", "fish", "bird", "horse", "cow", "frog", "lion", "duck", "goat"],
+    "color": ["red", "blue", "green", "yellow", "black", "white", "pink", "brown", "purple"],
+    "fruit": ["apple", "pear", "plum", "lemon", "mango", "grape"],
+    "shape": ["circle", "square", "star", "heart", "oval", "line"],
+}
+
+
 def recompute(task: str, prompt: str) -> str:
     quoted = re.findall(r'"([^"]*)"', prompt)
-    if task == "toy_reverse":
-        return quoted[0][::-1]
     if task == "toy_sort_digits":
         return "".join(sorted(re.search(r"digits of (\d+)", prompt).group(1)))
-    if task == "toy_sort_words":
-        return ", ".join(sorted(prompt.split(": ", 1)[1].rstrip(".").split(", ")))
-    if task == "toy_count_char":
-        return str(quoted[1].count(quoted[0]))
-    if task == "toy_compare":
-        options = dict(re.findall(r"^([A-D])\. (\d+)$", prompt, re.M))
-        pick = max if "largest" in prompt else min
-        return pick(options, key=lambda k: int(options[k]))
+    if task == "toy_next_letter":
+        return chr(ord(quoted[0]) + 1)
+    if task == "toy_upper":
+        return quoted[0].upper()
+    if task == "toy_choice":
+        question, *options = prompt.split("\n")
+        want = re.fullmatch(r"Which of these is an? (\w+)\?", question).group(1)
+        (word,) = [w for w in options if w in CATEGORY_WORDS[want]]
+        return word
     raise AssertionError(task)
 
 
@@ -194,12 +202,21 @@ def test_ood_answers_are_correct_and_all_skills_appear() -> None:
     for row in rows("ood_bench", 500):
         seen.add(row["task"])
         assert row["answer"] == recompute(row["task"], row["prompt"][-1]["content"])
-        assert ("choices" in row) == (row["task"] == "toy_compare")
+        assert ("choices" in row) == (row["task"] == "toy_choice")
     assert seen == {f"toy_{s}" for s in SKILLS}
 
 
+def test_choice_answer_is_one_of_four_options_at_any_position() -> None:
+    positions = Counter()
+    for row in rows("ood_bench", 400, skill="choice"):
+        assert len(row["choices"]) == 4 and row["answer"] in row["choices"]
+        positions[row["choices"].index(row["answer"])] += 1
+    assert set(positions) == {0, 1, 2, 3}
+    assert max(positions.values()) < 0.35 * 400  # "always the second option" stays near chance
+
+
 def test_ood_single_skill() -> None:
-    assert {r["task"] for r in rows("ood_bench", 30, skill="reverse")} == {"toy_reverse"}
+    assert {r["task"] for r in rows("ood_bench", 30, skill="upper")} == {"toy_upper"}
 
 
 def test_ifeval_reference_follows_its_checks() -> None:
@@ -211,10 +228,23 @@ def test_ifeval_reference_follows_its_checks() -> None:
     assert len(types) >= 7
 
 
-def test_corpus_is_chat_transcripts_with_math_and_skills() -> None:
+def test_corpus_is_chat_transcripts_with_math_facts_and_skills() -> None:
     texts = [r["text"] for r in rows("corpus", 400)]
     assert all(t.startswith("<|im_start|>") and t.endswith("<|im_end|>\n") for t in texts)
-    math = sum("\\boxed{" in t for t in texts) / len(texts)
-    assert 0.05 < math < 0.3
-    assert any("Reverse the letters" in t for t in texts)
+    # Worked word problems, but no system prompt and no \boxed{}: the answer format is what SFT
+    # teaches (docs/toy-world.md).
+    assert not any("\\boxed{" in t or "<|im_start|>system" in t for t in texts)
+    problems = [t for t in texts if "How many" in t]
+    assert 0.05 < len(problems) / len(texts) < 0.2
+    for t in problems:
+        question, solution = re.findall(
+            r"user\n(.*)<\|im_end\|>\n<\|im_start\|>assistant\n(.*)<", t, re.S
+        )[0]
+        assert solution.endswith(f"The answer is {solve(question)[0]}.")
+        assert_lines_are_true(solution)
+    facts = re.findall(r"assistant\n(\d+) ([-+*]) (\d+) = (\d+)<", "".join(texts))
+    assert 0.05 < len(facts) / len(texts) < 0.2
+    for a, op, b, c in facts:
+        assert {"+": int(a) + int(b), "-": int(a) - int(b), "*": int(a) * int(b)}[op] == int(c)
+    assert any("Sort the digits" in t for t in texts)
     assert any("Answer in uppercase" in t or "Use exactly" in t for t in texts)

@@ -22,7 +22,12 @@ ITEMS = ("apples", "pencils", "books", "coins", "marbles", "stickers", "cookies"
 ADD_VERBS = ("buys", "finds", "gets", "receives")
 SUB_VERBS = ("gives away", "loses", "sells", "uses")
 MULTIPLIERS = {2: "doubles", 3: "triples"}
-MAX_VALUE = 200
+# One-digit amounts on purpose: the tiny base learns these facts (one token in, one token out)
+# from the corpus's drills (`drill`); what it has not seen is the word-problem procedure and
+# the \\boxed{} answer, which SFT teaches (docs/toy-world.md, "Calibration").
+MAX_VALUE = 9
+MAX_OPERAND = 9
+START_RANGE = (2, 9)
 
 
 @dataclass(frozen=True)
@@ -73,8 +78,10 @@ class MathProblem:
     def solution(
         self, style: str = "short", corrupt_step: int | None = None, delta: int = 0
     ) -> str:
-        """The worked solution. `corrupt_step`/`delta` inject an arithmetic slip at that step
-        (propagated to the end), which is how preference pairs get a plausible wrong answer."""
+        """The worked solution. `style`: "short", "long" (a check line after every step and a
+        recap) or "plain" (short, but the answer is not in \\boxed{}: the pretraining corpus's
+        form). `corrupt_step`/`delta` inject an arithmetic slip at that step (propagated to the
+        end), which is how preference pairs get a plausible wrong answer."""
         lines = [f"{self.name} starts with {self.start} {self.item}."]
         pron = NAMES[self.name]
         x = self.start
@@ -92,7 +99,9 @@ class MathProblem:
             x = y
         if style == "long":
             lines.append(f"So {self.name} has {x} {self.item} now.")
-        lines.append(f"The answer is \\boxed{{{x}}}.")
+        lines.append(
+            f"The answer is {x}." if style == "plain" else f"The answer is \\boxed{{{x}}}."
+        )
         return "\n".join(lines)
 
 
@@ -104,29 +113,42 @@ def apply(x: int, step: Step) -> int:
     return x * step.k
 
 
+def sample_step(rng: random.Random, x: int) -> Step:
+    """One operation on the amount `x` whose result stays in 0..MAX_VALUE."""
+    ops = ["+", "-"] + (["*"] if x * 2 <= MAX_VALUE else [])
+    op = rng.choice(ops)
+    if op == "+" and x + 1 <= MAX_VALUE:
+        return Step("+", rng.randint(1, min(MAX_OPERAND, MAX_VALUE - x)), rng.choice(ADD_VERBS))
+    if op in ("+", "-") and x >= 1:
+        return Step("-", rng.randint(1, min(x, MAX_OPERAND)), rng.choice(SUB_VERBS))
+    if op == "*":
+        k = 3 if x * 3 <= MAX_VALUE and rng.random() < 0.4 else 2
+        return Step("*", k, MULTIPLIERS[k])
+    return Step("+", rng.randint(1, MAX_OPERAND), rng.choice(ADD_VERBS))  # x == 0
+
+
 def sample_problem(rng: random.Random, level: int) -> MathProblem:
     """A problem with `level` steps whose running totals stay in 0..MAX_VALUE."""
     if level < 1:
         raise ValueError(f"level must be >= 1, got {level}")
     name = rng.choice(sorted(NAMES))
     item = rng.choice(ITEMS)
-    start = rng.randint(2, 20)
+    start = rng.randint(*START_RANGE)
     x, steps = start, []
     for _ in range(level):
-        ops = ["+", "-"] + (["*"] if x * 2 <= MAX_VALUE else [])
-        op = rng.choice(ops)
-        if op == "+":
-            step = Step("+", rng.randint(1, 15), rng.choice(ADD_VERBS))
-        elif op == "-" and x >= 1:
-            step = Step("-", rng.randint(1, min(x, 15)), rng.choice(SUB_VERBS))
-        elif op == "*":
-            k = 3 if x * 3 <= MAX_VALUE and rng.random() < 0.4 else 2
-            step = Step("*", k, MULTIPLIERS[k])
-        else:  # nothing left to subtract
-            step = Step("+", rng.randint(1, 15), rng.choice(ADD_VERBS))
+        step = sample_step(rng, x)
         steps.append(step)
         x = apply(x, step)
     return MathProblem(name, item, start, tuple(steps))
+
+
+def drill(rng: random.Random) -> tuple[str, str]:
+    """A bare arithmetic fact, as the pretraining corpus teaches it: ("What is 12 + 5?",
+    "12 + 5 = 17"). Same operand ranges as the word problems' steps, but no words, no
+    procedure and no \\boxed{}: the base knows the facts, SFT teaches how to use them."""
+    x = rng.randint(0, MAX_VALUE)
+    step = sample_step(rng, x)
+    return f"What is {x} {step.op} {step.k}?", f"{x} {step.op} {step.k} = {apply(x, step)}"
 
 
 def messages(problem: MathProblem, response: str | None = None) -> list[dict[str, str]]:

@@ -3,7 +3,7 @@
 They stand in for the paper's general benchmarks (GPQA, ARC, MMLU-Pro, ...): the pretrained toy
 model learns them from the general corpus, and a fine-tuning method that forgets less keeps
 more of them. Each sampler returns a `SkillItem`: the user prompt, the one correct answer
-(compared by exact match after stripping), and for multiple choice the option letters.
+(compared by exact match after stripping), and for multiple choice the options.
 """
 
 from __future__ import annotations
@@ -22,21 +22,18 @@ class SkillItem:
     choices: tuple[str, ...] | None = None
 
 
-SORT_WORDS = ("cat", "dog", "fish", "bird", "horse", "cow", "frog", "lion", "duck", "goat",
-              "apple", "pear", "plum", "lemon", "mango", "grape", "red", "blue", "green",
-              "yellow", "black", "white", "pink", "brown")  # fmt: skip
-COUNT_LETTERS = "abcd"
+# One word per option of `choice`, from four disjoint categories ("orange" is in none: it is a
+# colour and a fruit), so exactly one option answers the question.
+CHOICE_CATEGORIES = {
+    "animal": ("cat", "dog", "fish", "bird", "horse", "cow", "frog", "lion", "duck", "goat"),
+    "color": ("red", "blue", "green", "yellow", "black", "white", "pink", "brown", "purple"),
+    "fruit": ("apple", "pear", "plum", "lemon", "mango", "grape"),
+    "shape": ("circle", "square", "star", "heart", "oval", "line"),
+}
 # Item sizes: short on purpose, so the tiny base learns to read the prompt within the CPU budget
 # (docs/toy-world.md, "Calibration").
-REVERSE_LEN = (3, 4)
 SORT_DIGITS_LEN = (3, 4)
-SORT_WORDS_N = (2, 3)
-COUNT_LEN = (3, 5)  # string length (at least the count)
-
-
-def reverse(rng: random.Random) -> SkillItem:
-    s = "".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(*REVERSE_LEN)))
-    return SkillItem("reverse", f'Reverse the letters of "{s}".', s[::-1])
+UPPER_LEN = (3, 4)
 
 
 def sort_digits(rng: random.Random) -> SkillItem:
@@ -46,42 +43,32 @@ def sort_digits(rng: random.Random) -> SkillItem:
     )
 
 
-def sort_words(rng: random.Random) -> SkillItem:
-    words = rng.sample(SORT_WORDS, rng.randint(*SORT_WORDS_N))
+def choice(rng: random.Random) -> SkillItem:
+    """Multiple choice (the GPQA/ARC/MMLU-Pro stand-in): which of four words, one per category,
+    belongs to the asked category; answered with the word (graded as a choice among the four).
+    One option per line, so an option is the same token as the answer (`pink`, not ` pink`)."""
+    categories = rng.sample(sorted(CHOICE_CATEGORIES), 4)
+    want = rng.choice(categories)
+    words = [rng.choice(CHOICE_CATEGORIES[c]) for c in categories]
+    article = "an" if want[0] in "aeiou" else "a"
+    prompt = f"Which of these is {article} {want}?\n" + "\n".join(words)
+    return SkillItem("choice", prompt, words[categories.index(want)], tuple(words))
+
+
+def next_letter(rng: random.Random) -> SkillItem:
+    """Knowledge recall (the alphabet): the letter after a given one."""
+    i = rng.randrange(25)
+    letter = string.ascii_lowercase[i]
     return SkillItem(
-        "sort_words",
-        f"Sort these words in alphabetical order: {', '.join(words)}.",
-        ", ".join(sorted(words)),
+        "next_letter",
+        f'Which letter comes after "{letter}" in the alphabet?',
+        string.ascii_lowercase[i + 1],
     )
 
 
-def count_char(rng: random.Random) -> SkillItem:
-    """The count (0-3) is drawn first, uniformly, so always answering "1" scores only ~25%."""
-    letter = rng.choice(COUNT_LETTERS)
-    k = rng.randint(0, 3)
-    others = COUNT_LETTERS.replace(letter, "")
-    chars = [letter] * k + [rng.choice(others) for _ in range(rng.randint(*COUNT_LEN) - k)]
-    rng.shuffle(chars)
-    s = "".join(chars)
-    return SkillItem(
-        "count_char",
-        f'How many times does the letter "{letter}" appear in "{s}"?',
-        str(s.count(letter)),
-    )
-
-
-def compare(rng: random.Random) -> SkillItem:
-    """Multiple choice (the GPQA/MMLU-Pro stand-in): pick the largest or smallest of four
-    one-digit numbers (one token each, so the comparison is learnable by the tiny base)."""
-    numbers = rng.sample(range(10), 4)
-    want = rng.choice(("largest", "smallest"))
-    best = max(numbers) if want == "largest" else min(numbers)
-    letters = ("A", "B", "C", "D")
-    options = "\n".join(f"{c}. {n}" for c, n in zip(letters, numbers, strict=True))
-    prompt = (
-        f"Which number is the {want}?\n{options}\nAnswer with the letter of the correct option."
-    )
-    return SkillItem("compare", prompt, letters[numbers.index(best)], letters)
+def upper(rng: random.Random) -> SkillItem:
+    s = "".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(*UPPER_LEN)))
+    return SkillItem("upper", f'Write "{s}" in uppercase letters.', s.upper())
 
 
 def copy_string(rng: random.Random) -> SkillItem:
@@ -94,9 +81,8 @@ def copy_string(rng: random.Random) -> SkillItem:
 
 
 SKILLS: dict[str, Callable[[random.Random], SkillItem]] = {
-    "reverse": reverse,
+    "choice": choice,
+    "next_letter": next_letter,
     "sort_digits": sort_digits,
-    "sort_words": sort_words,
-    "count_char": count_char,
-    "compare": compare,
+    "upper": upper,
 }

@@ -12,7 +12,7 @@ Tasks (artifact type):
     ifeval_bench  (benchmark)  format instructions with machine-checkable `checks`
     mt_bench      (benchmark)  two such instructions as turn 1 and a follow-up turn 2
     corpus        (corpus)     pretraining text: all skills as ChatML transcripts; params: math_share,
-                               ifeval_share, copy_share
+                               math_levels, arith_share, ifeval_share, copy_share
     preference    (preference) chosen/rejected pairs (math and format); params: domain
     prompts       (prompts)    math RL prompts with ground truth; params: level
 """
@@ -31,7 +31,7 @@ from psft_orchestrator.data.toy.chatml import render_chat
 from psft_orchestrator.data.toy.skills import SKILLS, copy_string
 
 # Bump whenever any generator's output changes: node fingerprints include it.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 
 Row = dict[str, Any]
 MATH_LEVELS = (1, 2, 3)
@@ -108,23 +108,28 @@ def corpus(
     rng: random.Random,
     math_share: float = 0.1,
     math_levels: list[int] | None = None,
+    arith_share: float = 0.1,
     ifeval_share: float = 0.1,
     copy_share: float = 0.2,
 ) -> Row:
     """One pretraining document: a single-turn chat, as ChatML text.
 
-    Mostly OOD skills (the base model should be decent at them), some format instructions,
-    plain "copy the string" items (they bootstrap the copy/induction heads the skills need), and
-    a small share of easy math (it learns the format but stays weak, so SFT can improve it)."""
+    Mostly OOD skills (the base model should be good at them), some format instructions, plain
+    "copy the string" items (they bootstrap the copy/induction heads the skills need), bare
+    arithmetic facts ("What is 5 + 3?" -> "5 + 3 = 8") and worked word problems. The word
+    problems come without the system prompt and end with "The answer is 8." instead of
+    \\boxed{8}: the base learns the procedure, and what SFT teaches is the paper's answer
+    format (which the math benchmark requires) and more practice."""
     u = rng.random()
     if u < math_share:
-        p = arithmetic.sample_problem(rng, rng.choice(math_levels or [1, 2]))
-        msgs = arithmetic.messages(p, p.solution("short"))
-        return {"text": render_chat(msgs)}
-    if u < math_share + ifeval_share:
+        p = arithmetic.sample_problem(rng, rng.choice(math_levels or list(MATH_LEVELS)))
+        prompt, response = p.question(), p.solution("plain")
+    elif u < math_share + arith_share:
+        prompt, response = arithmetic.drill(rng)
+    elif u < math_share + arith_share + ifeval_share:
         item = instructions.sample_instruction(rng)
         prompt, response = item.prompt, item.response
-    elif u < math_share + ifeval_share + copy_share:
+    elif u < math_share + arith_share + ifeval_share + copy_share:
         s = copy_string(rng)
         prompt, response = s.prompt, s.answer
     else:

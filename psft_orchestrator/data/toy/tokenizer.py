@@ -34,7 +34,7 @@ __all__ = ["CHAT_TEMPLATE", "EOS", "IM_END", "IM_START", "SPECIAL_TOKENS", "UNK"
 
 # Words of the task templates (data/toy/*). A word missing here is still encoded, one
 # character per token; adding one changes ids, so bump TOKENIZER_VERSION.
-TOKENIZER_VERSION = 1
+TOKENIZER_VERSION = 2
 WORDS: tuple[str, ...] = tuple(
     """
     system user assistant please reason step by and put your final answer within boxed
@@ -56,6 +56,7 @@ WORDS: tuple[str, ...] = tuple(
     cat dog fish bird horse cow frog lion duck goat apple pear plum lemon mango grape
     circle square star heart oval line
     here below following must should
+    animal color fruit shape comes alphabet
     """.split()  # noqa: SIM905 (a word list reads better as text)
 )
 
