@@ -46,7 +46,11 @@ def test_same_seed_same_bytes_other_seed_differs(task: str, tmp_path: Path) -> N
 def test_rows_have_the_documented_keys(task: str) -> None:
     kind = TOY_TASKS[task]
     for row in rows(task, 50):
-        assert ROW_KEYS[kind] <= set(row) <= ROW_KEYS[kind] | {"choices", "checks"}
+        assert (
+            ROW_KEYS[kind]
+            <= set(row)
+            <= ROW_KEYS[kind] | {"choices", "checks", "turns", "turn_checks"}
+        )
         json.dumps(row)
 
 
