@@ -25,7 +25,7 @@ from psft_orchestrator.training.config import PretrainConfig, SFTConfig
 from psft_orchestrator.training.loop import train
 from psft_orchestrator.training.pretrain import pretrain
 
-# 86 s of CPU (142 s wall) under the shared machine's load, not yet timed idle: not in the fast suite.
+# 58-142 s wall (86 s CPU) on the shared machine under load, not timed idle: not in the fast suite.
 pytestmark = pytest.mark.slow
 
 
