@@ -114,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
         from psft_orchestrator.plan.backend_checks import check_backends
 
         check_backends(plan)
+        from psft_orchestrator.run.inputs import check_prepared
+
+        check_prepared(plan)
         forced = plan.forced(args.force)
         if args.explain:  # implies --plan: never runs anything
             from psft_orchestrator.plan.explain import explain

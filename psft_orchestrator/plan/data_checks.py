@@ -224,6 +224,8 @@ def _declared_rows(plan: Plan, node: Node, ref: Any, content_hash: str | None) -
         return getattr(toy.decl, "n", None) if toy.what == "dataset" else None
     if ref.type == "model" or ref.path.startswith("hf:") or not content_hash:
         return None
+    if ref.name in plan.prepared_inputs:  # hub data: its first row was checked when planned
+        return None
     row_type = None if node.kind == "filter" else ref.type
     return checked_rows(Path(ref.path), ref.name, content_hash, row_type)
 

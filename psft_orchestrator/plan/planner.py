@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
@@ -35,6 +35,9 @@ from psft_orchestrator.spec.schema import (
 from psft_orchestrator.spec.yamlsrc import Doc
 
 from .fingerprint import canonical, content_hash, fingerprint_payload, node_fingerprint, sha256
+
+if TYPE_CHECKING:
+    from psft_orchestrator.data.prepare import PreparedInput
 
 MAX_NODES = 2000
 
@@ -101,6 +104,8 @@ class Plan:
     workspace: Path
     nodes: list[Node]  # topological order
     toy_inputs: dict[str, ToyInput]  # declared name -> toy input to materialise
+    # declared name -> hub (or column-mapped) dataset to convert into the workspace
+    prepared_inputs: dict[str, PreparedInput] = field(default_factory=dict)
     plan_hash: str = ""
 
     def node(self, node_id_or_prefix: str) -> Node:
@@ -182,12 +187,13 @@ def build_plan(
 
     order = _stage_order(by_stage, pipeline)
     toy_inputs: dict[str, ToyInput] = {}
+    prepared_inputs: dict[str, PreparedInput] = {}
     declared_inputs: dict[str, tuple[InputRef, str]] = {}  # name -> (ref, content hash)
 
     def declared(name: str, slot: str, raw: RawNode, path: tuple) -> tuple[InputRef, str]:
         if name not in declared_inputs:
             declared_inputs[name] = _resolve_declared(
-                name, pipeline, roots, spec_dir, ws, toy_inputs, raw, path, doc
+                name, pipeline, roots, spec_dir, ws, toy_inputs, prepared_inputs, raw, path, doc
             )
         return declared_inputs[name]
 
@@ -209,7 +215,7 @@ def build_plan(
                 f"two nodes would share the id {sorted(dupes)[0]!r}; add a matrix axis that tells them apart",
             )
     ordered = [n for stage in order for n in nodes[stage]]
-    plan = Plan(spec_path, pipeline, ws, ordered, toy_inputs)
+    plan = Plan(spec_path, pipeline, ws, ordered, toy_inputs, prepared_inputs)
     plan.plan_hash = sha256(canonical(sorted(n.fingerprint for n in ordered)))
     from .data_checks import check_data  # needs Plan: imported here, not at the top
 
@@ -704,6 +710,7 @@ def _resolve_declared(
     spec_dir: Path,
     ws: Path,
     toy_inputs: dict[str, ToyInput],
+    prepared_inputs: dict[str, PreparedInput],
     raw: RawNode,
     path: tuple,
     doc: Doc,
@@ -739,13 +746,45 @@ def _resolve_declared(
         toy = ToyInput(what, decl, key, typ)
         toy_inputs[name] = toy
         return InputRef(type=typ, path=str(toy.path(ws.resolve())), name=name), key
-    if decl.path is None:  # hf_id alone: resolved from the local HF cache at run time
-        ref_id = f"{decl.hf_id}@{getattr(decl, 'revision', None) or getattr(decl, 'split', '')}"
+    if what == "model" and decl.path is None:  # hf_id alone: from the local HF cache at run time
+        ref_id = f"{decl.hf_id}@{decl.revision}"
         return InputRef(type=typ, path=f"hf:{ref_id}", name=name), sha256(f"hf:{ref_id}")
-    p = _safe_path(decl.path, roots, spec_dir, loc, kp, name)
+    p = None if decl.path is None else _safe_path(decl.path, roots, spec_dir, loc, kp, name)
+    if what == "dataset":
+        from psft_orchestrator.data.prepare import needs_preparing
+
+        if needs_preparing(decl, p):
+            prepared = _prepared(name, decl, typ, p, doc)
+            prepared_inputs[name] = prepared
+            path = str(prepared.path(ws.resolve()))
+            return InputRef(type=typ, path=path, name=name), prepared.key
     return InputRef(
         type=typ, path=str(p), name=name, format=getattr(decl, "format", "auto")
     ), content_hash(p)
+
+
+def _prepared(name: str, decl: DatasetDecl, typ: str, p: Path | None, doc: Doc) -> PreparedInput:
+    """A hub (or hub-layout, or column-mapped) dataset, resolved and its first row converted."""
+    from psft_orchestrator.data.formats import FormatError
+    from psft_orchestrator.data.hub import HubError
+    from psft_orchestrator.data.prepare import plan_input
+
+    source_key = "hf_id" if p is None else "path"
+    try:
+        return plan_input(name, decl, typ, p)
+    except HubError as e:
+        bad = "config" if "config" in str(e) and decl.config is not None else "split"
+        raise SpecError.one(
+            doc.loc(("datasets", name, bad)),
+            f"datasets.{name}.{bad}",
+            f"dataset {name!r}: {e}",
+        ) from None
+    except FormatError as e:
+        raise SpecError.one(
+            doc.loc(("datasets", name, source_key)),
+            f"datasets.{name}",
+            f"dataset {name!r} cannot be read as {typ}: {e}",
+        ) from None
 
 
 def _safe_path(value: str, roots: list[Path], spec_dir: Path, loc: Loc, kp: str, name: str) -> Path:

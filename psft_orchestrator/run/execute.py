@@ -43,7 +43,7 @@ from psft_orchestrator.plan.planner import Node, Plan
 from . import store
 from .console import RunView, chatter_to, print_summary
 from .faults import kill_point
-from .inputs import MissingInput, materialize_toy, resolve_hub
+from .inputs import MissingInput, materialize_prepared, materialize_toy, resolve_hub
 from .lock import WorkspaceBusy, workspace_lock
 
 # Extra attempts after a failure that may not happen again: the worker exited with anything but
@@ -142,6 +142,8 @@ def _run_todo(
     plan = ctx.plan
     needed = {ref.name for n in todo for ref in _flat_inputs(n) if ref.name in plan.toy_inputs}
     materialize_toy(plan, needed)
+    hub = {r.name for n in todo for r in _flat_inputs(n) if r.name in plan.prepared_inputs}
+    materialize_prepared(plan, hub)
     ray_started = _start_ray(ray_address)
     try:
         return _run_prefect(ctx) if use_prefect else _schedule(ctx, ctx.execute)

@@ -1,8 +1,10 @@
-"""Materialise declared inputs before nodes use them: toy-world data and models, hub references.
+"""Materialise declared inputs before nodes use them: toy-world data and models, hub datasets,
+hub model references.
 
-Toy inputs are generated deterministically into `<workspace>/inputs/` under a content key, so
-they are made once and shared by every run. `hf:` references resolve from the local Hugging
-Face cache only; nothing is ever downloaded.
+Toy inputs are generated deterministically, and hub (or column-mapped) datasets converted to our
+row format (`data.prepare`), into `<workspace>/inputs/` under a content key, so they are made
+once and shared by every run. `hf:` model references resolve from the local Hugging Face cache
+only; nothing is ever downloaded.
 """
 
 from __future__ import annotations
@@ -17,6 +19,38 @@ from psft_orchestrator.plan.planner import Plan, ToyInput
 
 class MissingInput(Exception):
     pass
+
+
+def check_prepared(plan: Plan) -> None:
+    """SpecError (exit 2 before anything runs) naming every declared dataset not in the cache."""
+    from psft_orchestrator.spec.errors import SpecError
+
+    problems = [
+        (None, f"datasets.{name}", f"dataset {name!r}: {p.missing}")
+        for name, p in sorted(plan.prepared_inputs.items())
+        if p.missing
+    ]
+    if problems:
+        raise SpecError(problems)
+
+
+def materialize_prepared(plan: Plan, names: set[str]) -> None:
+    """Convert each needed hub dataset into the workspace once (streamed, atomic)."""
+    from psft_orchestrator.data.formats import FormatError
+    from psft_orchestrator.data.prepare import write_prepared
+    from psft_orchestrator.spec.errors import SpecError
+
+    for name in sorted(names):
+        prepared = plan.prepared_inputs[name]
+        if prepared.missing:
+            raise MissingInput(f"dataset {name!r}: {prepared.missing}")
+        path = prepared.path(plan.workspace.resolve())
+        if path.exists():
+            continue
+        try:
+            write_prepared(prepared, path)
+        except FormatError as e:  # bad input found past the first row: nothing was written
+            raise SpecError.one(None, f"datasets.{name}", str(e)) from None
 
 
 def materialize_toy(plan: Plan, names: set[str]) -> None:

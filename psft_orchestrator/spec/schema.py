@@ -139,7 +139,27 @@ class DatasetDecl(Strict):
     hf_id: str | None = Field(
         None, description="Hub dataset id such as open-r1/OpenR1-Math-220k (local cache only)."
     )
-    split: str = Field("train", description="Split, with hf_id.")
+    split: str = Field("train", description="Split (hub id or hub-layout directory).")
+    config: str | None = Field(
+        None, description="Config (subset) of a hub dataset, e.g. gsm8k's `main`."
+    )
+    revision: str = Field("main", description="Hub revision (branch, tag or commit), with hf_id.")
+    columns: dict[str, str] = Field(
+        default_factory=dict,
+        description="Our field -> source column, for schemas the project does not know (docs/data.md).",
+    )
+
+    @field_validator("columns")
+    @classmethod
+    def _column_fields(cls, v: dict[str, str]) -> dict[str, str]:
+        from psft_orchestrator.data.schemas import COLUMN_FIELDS
+
+        unknown = sorted(set(v) - set(COLUMN_FIELDS))
+        if unknown:
+            raise ValueError(
+                f"unknown field(s) {unknown} in columns: (valid: {', '.join(COLUMN_FIELDS)})"
+            )
+        return v
 
     @model_validator(mode="after")
     def _one_source(self) -> DatasetDecl:
