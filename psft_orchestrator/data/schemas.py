@@ -74,6 +74,12 @@ def _first_turn(prompt: Any) -> Any:
 
 def _ours(row: Row) -> Row:
     out: Row = {"prompt": _first_turn(row["prompt"]), "task": str(row.get("task") or "benchmark")}
+    if (
+        isinstance(row["prompt"], list)
+        and len(row["prompt"]) > 1
+        and isinstance(out["prompt"], str)
+    ):
+        out["turns"] = [_first_turn([t]) for t in row["prompt"]]  # MT-Bench: the judge runs both
     for key in ("answer", "choices", "checks", "reference"):
         if row.get(key) not in (None, "", []):
             out[key] = row[key]

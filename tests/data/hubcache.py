@@ -6,13 +6,18 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import shutil
+import textwrap
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from psft_orchestrator.plan.planner import build_plan
+from psft_orchestrator.run.inputs import materialize_prepared
 
 
 def parquet_bytes(rows: list[dict[str, Any]]) -> bytes:
@@ -66,3 +71,39 @@ def copy_snapshot(snapshot: Path, dest: Path) -> Path:
     """The snapshot's files as plain files in a local directory (what `path:` would point at)."""
     shutil.copytree(snapshot, dest, symlinks=False)
     return dest
+
+
+STAGE_FOR = {
+    "dataset": "{name: s, kind: sft, model: m, data: D}",
+    "preference": "{name: s, kind: dpo, model: m, data: D}",
+    "prompts": "{name: s, kind: grpo, model: m, data: D}",
+    "benchmark": "{name: s, kind: eval, model: m, suites: [{type: math, benchmarks: [D]}]}",
+}
+
+
+def write_spec(tmp: Path, decl: str, typ: str) -> Path:
+    """A spec with one dataset D (`decl`, a YAML flow mapping) and one stage that reads it."""
+    spec = tmp / "spec.yaml"
+    spec.write_text(
+        textwrap.dedent(
+            f"""\
+            name: t
+            models: {{m: {{toy: micro}}}}
+            datasets:
+              D: {decl}
+            stages:
+              - {STAGE_FOR[typ]}
+            """
+        )
+    )
+    return spec
+
+
+def plan_rows(spec: Path, ws: Path) -> tuple[list[dict], str]:
+    """Plan the spec, convert D into the workspace for real, and return its rows and input hash."""
+    plan = build_plan(spec, workspace=ws)
+    materialize_prepared(plan, {"D"})
+    path = plan.prepared_inputs["D"].path(ws.resolve())
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    node = plan.nodes[0]
+    return rows, next(h for h in node.input_hashes.values() if isinstance(h, str))

@@ -8,61 +8,14 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
 from psft_orchestrator.plan.planner import build_plan
-from psft_orchestrator.run.inputs import materialize_prepared
+from psft_orchestrator.spec.errors import SpecError
 
-from .hubcache import add_repo, copy_snapshot
-
-STAGE_FOR = {
-    "dataset": "{name: s, kind: sft, model: m, data: D}",
-    "preference": "{name: s, kind: dpo, model: m, data: D}",
-    "prompts": "{name: s, kind: grpo, model: m, data: D}",
-    "benchmark": "{name: s, kind: eval, model: m, suites: [{type: math, benchmarks: [D]}]}",
-}
-
-
-@pytest.fixture
-def cache(tmp_path: Path, monkeypatch) -> Path:
-    """An empty Hugging Face hub cache, the only one this test sees (offline)."""
-    hub = tmp_path / "hf-hub"
-    hub.mkdir()
-    monkeypatch.setenv("HF_HUB_CACHE", str(hub))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    return hub
-
-
-def write_spec(tmp: Path, decl: str, typ: str) -> Path:
-    """A spec with one dataset D (`decl`, a YAML flow mapping) and one stage that reads it."""
-    spec = tmp / "spec.yaml"
-    spec.write_text(
-        textwrap.dedent(
-            f"""\
-            name: t
-            models: {{m: {{toy: micro}}}}
-            datasets:
-              D: {decl}
-            stages:
-              - {STAGE_FOR[typ]}
-            """
-        )
-    )
-    return spec
-
-
-def plan_rows(spec: Path, ws: Path) -> tuple[list[dict], str]:
-    """Plan the spec, convert D into the workspace for real, and return its rows and input hash."""
-    plan = build_plan(spec, workspace=ws)
-    materialize_prepared(plan, {"D"})
-    path = plan.prepared_inputs["D"].path(ws.resolve())
-    rows = [json.loads(line) for line in path.read_text().splitlines()]
-    node = plan.nodes[0]
-    return rows, next(h for h in node.input_hashes.values() if isinstance(h, str))
+from .hubcache import add_repo, copy_snapshot, plan_rows, write_spec
 
 
 def chat(i: int, split: str) -> dict:
@@ -225,3 +178,43 @@ def test_bad_split_config_or_schema_fails_plan(
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert expected in proc.stderr, proc.stderr
     assert "spec.yaml:4" in proc.stderr  # the dataset's declaration line
+
+
+QUIZ = [{"q": f"What is {i}*2?", "a": str(2 * i), "id": i} for i in range(4)]
+
+
+@pytest.mark.parametrize(
+    ("typ", "first"),
+    [
+        ("benchmark", {"prompt": "What is 0*2?", "answer": "0", "task": "benchmark"}),
+        (
+            "prompts",
+            {
+                "prompt": [{"role": "user", "content": "What is 0*2?"}],
+                "ground_truth": "0",
+                "data_source": "unknown",
+            },
+        ),
+    ],
+)
+def test_columns_map_a_schema_the_project_does_not_know(
+    typ: str, first: dict, cache: Path, tmp_path: Path
+):
+    add_repo(cache, "lab/quiz", {"default": {"train": QUIZ}})
+    decl = f"{{hf_id: lab/quiz, type: {typ}, columns: {{prompt: q, answer: a}}}}"
+    rows, _ = plan_rows(write_spec(tmp_path, decl, typ), tmp_path / "ws")
+    assert len(rows) == 4 and rows[0] == first
+
+    # A plain local file with the same mapping gives the same rows.
+    (tmp_path / "quiz.jsonl").write_text("".join(json.dumps(r) + "\n" for r in QUIZ))
+    decl = f"{{path: quiz.jsonl, type: {typ}, columns: {{prompt: q, answer: a}}}}"
+    assert plan_rows(write_spec(tmp_path, decl, typ), tmp_path / "ws2")[0] == rows
+
+
+def test_unknown_column_field_is_a_spec_error(tmp_path: Path):
+    (tmp_path / "quiz.jsonl").write_text(json.dumps(QUIZ[0]) + "\n")
+    spec = write_spec(
+        tmp_path, "{path: quiz.jsonl, type: benchmark, columns: {question: q}}", "benchmark"
+    )
+    with pytest.raises(SpecError, match=r"unknown field\(s\) \['question'\] in columns:"):
+        build_plan(spec, workspace=tmp_path / "ws")
