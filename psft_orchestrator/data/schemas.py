@@ -294,6 +294,10 @@ def _problem_to_prompt(row: Row) -> Row:
     }
 
 
+def _assistant(text: Any) -> dict[str, str]:
+    return {"role": "assistant", "content": str(text)}
+
+
 def convert_row(
     row: Row, output_type: str, fmt: str = "auto", columns: dict[str, str] | None = None
 ) -> Row:
@@ -306,6 +310,11 @@ def convert_row(
         if not isinstance(row.get("text"), str):
             raise FormatError("corpus row without a string `text`")
         return {"text": row["text"]}
+    if output_type == "dataset" and fmt == "auto" and _has(row, "prompt") and _has(row, "response"):
+        row = {
+            **row,
+            "messages": [*formats.to_messages(row["prompt"]), _assistant(row["response"])],
+        }
     if (
         output_type == "prompts"
         and fmt == "auto"

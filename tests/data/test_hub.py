@@ -183,31 +183,40 @@ def test_bad_split_config_or_schema_fails_plan(
 QUIZ = [{"q": f"What is {i}*2?", "a": str(2 * i), "id": i} for i in range(4)]
 
 
+USER_Q = {"role": "user", "content": "What is 0*2?"}
+
+
 @pytest.mark.parametrize(
-    ("typ", "first"),
+    ("typ", "columns", "first"),
     [
-        ("benchmark", {"prompt": "What is 0*2?", "answer": "0", "task": "benchmark"}),
+        (
+            "benchmark",
+            "{prompt: q, answer: a}",
+            {"prompt": "What is 0*2?", "answer": "0", "task": "benchmark"},
+        ),
         (
             "prompts",
-            {
-                "prompt": [{"role": "user", "content": "What is 0*2?"}],
-                "ground_truth": "0",
-                "data_source": "unknown",
-            },
+            "{prompt: q, answer: a}",
+            {"prompt": [USER_Q], "ground_truth": "0", "data_source": "unknown"},
+        ),
+        (
+            "dataset",
+            "{prompt: q, response: a}",
+            {"messages": [USER_Q, {"role": "assistant", "content": "0"}]},
         ),
     ],
 )
 def test_columns_map_a_schema_the_project_does_not_know(
-    typ: str, first: dict, cache: Path, tmp_path: Path
+    typ: str, columns: str, first: dict, cache: Path, tmp_path: Path
 ):
     add_repo(cache, "lab/quiz", {"default": {"train": QUIZ}})
-    decl = f"{{hf_id: lab/quiz, type: {typ}, columns: {{prompt: q, answer: a}}}}"
+    decl = f"{{hf_id: lab/quiz, type: {typ}, columns: {columns}}}"
     rows, _ = plan_rows(write_spec(tmp_path, decl, typ), tmp_path / "ws")
     assert len(rows) == 4 and rows[0] == first
 
     # A plain local file with the same mapping gives the same rows.
     (tmp_path / "quiz.jsonl").write_text("".join(json.dumps(r) + "\n" for r in QUIZ))
-    decl = f"{{path: quiz.jsonl, type: {typ}, columns: {{prompt: q, answer: a}}}}"
+    decl = f"{{path: quiz.jsonl, type: {typ}, columns: {columns}}}"
     assert plan_rows(write_spec(tmp_path, decl, typ), tmp_path / "ws2")[0] == rows
 
 
