@@ -773,7 +773,7 @@ def _prepared(name: str, decl: DatasetDecl, typ: str, p: Path | None, doc: Doc) 
     try:
         return plan_input(name, decl, typ, p)
     except HubError as e:
-        bad = "config" if "config" in str(e) and decl.config is not None else "split"
+        bad = "split" if "no split" in str(e) else "config" if decl.config else source_key
         raise SpecError.one(
             doc.loc(("datasets", name, bad)),
             f"datasets.{name}.{bad}",
