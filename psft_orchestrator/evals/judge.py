@@ -30,8 +30,6 @@ from psft_orchestrator.evals.generate import as_messages, generate, sampling_par
 
 # Re-exported: the parsers are part of this module's interface.
 from psft_orchestrator.evals.judges import (  # noqa: F401
-    RATING_REGEX,
-    VERDICT_REGEX,
     HFChat,
     Judge,
     LLMJudge,
@@ -72,10 +70,7 @@ def open_judge(
         )
         chat.probe()
         info = {"kind": spec.kind, "model": spec.serve or spec.model, "guided": spec.guided}
-        yield (
-            _GuidedJudge(chat, suite.rubric) if spec.guided else LLMJudge(chat, suite.rubric),
-            info,
-        )
+        yield LLMJudge(chat, suite.rubric, guided=spec.guided), info
 
 
 @contextlib.contextmanager
@@ -102,26 +97,6 @@ def _api_endpoint(
     log.parent.mkdir(parents=True, exist_ok=True)
     with vllm_server(model, vllm_python(), log, extra_args=spec.serve_args) as url:
         yield url, model, "EMPTY"
-
-
-class _GuidedJudge(LLMJudge):
-    """An API judge whose replies are constrained to the verdict format (vLLM structured outputs)."""
-
-    def rate(self, items: list[RateItem]) -> list[Verdict]:
-        chat = self.chat
-        self.chat = lambda prompts: chat(prompts, RATING_REGEX)  # type: ignore[call-arg]
-        try:
-            return super().rate(items)
-        finally:
-            self.chat = chat
-
-    def compare(self, items: list[PairItem]) -> list[Verdict]:
-        chat = self.chat
-        self.chat = lambda prompts: chat(prompts, VERDICT_REGEX)  # type: ignore[call-arg]
-        try:
-            return super().compare(items)
-        finally:
-            self.chat = chat
 
 
 # ---------------------------------------------------------------- protocols

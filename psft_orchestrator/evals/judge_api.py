@@ -45,12 +45,11 @@ class ApiChat:
         timeout_s: float = 60.0,
         retries: int = 3,
         max_tokens: int = 512,
-        guided_regex: str | None = None,
     ):
         from openai import OpenAI
 
         self.base_url, self.model = base_url.rstrip("/"), model
-        self.concurrency, self.max_tokens, self.guided_regex = concurrency, max_tokens, guided_regex
+        self.concurrency, self.max_tokens = concurrency, max_tokens
         self.client = OpenAI(
             base_url=self.base_url, api_key=api_key, timeout=timeout_s, max_retries=retries
         )
@@ -81,7 +80,6 @@ class ApiChat:
         return reply.choices[0].message.content or ""
 
     def __call__(self, prompts: list[Messages], regex: str | None = None) -> list[str]:
-        regex = regex if regex is not None else self.guided_regex
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
             return list(pool.map(lambda m: self._one(m, regex), prompts))
 

@@ -125,17 +125,21 @@ class RuleJudge:
 class LLMJudge:
     """Rubric prompts to a chat model; the last "[[x]]" of its reply is the verdict."""
 
-    def __init__(self, chat: ChatFn, rubric: str):
-        self.chat, self.rubric = chat, rubric
+    def __init__(self, chat: ChatFn, rubric: str, guided: bool = False):
+        # guided: the chat function takes a regex its replies must match (vLLM structured outputs)
+        self.chat, self.rubric, self.guided = chat, rubric, guided
+
+    def _ask(self, prompts: list[Messages], regex: str) -> list[str]:
+        return self.chat(prompts, regex) if self.guided else self.chat(prompts)  # type: ignore[call-arg]
 
     def rate(self, items: list[RateItem]) -> list[Verdict]:
         prompts = [self.rating_prompt(it) for it in items]
-        replies = self.chat(prompts)
+        replies = self._ask(prompts, RATING_REGEX)
         return [_verdict(parse_score(r), p, r) for p, r in zip(prompts, replies, strict=True)]
 
     def compare(self, items: list[PairItem]) -> list[Verdict]:
         prompts = [self.pairwise_prompt(it) for it in items]
-        replies = self.chat(prompts)
+        replies = self._ask(prompts, VERDICT_REGEX)
         return [_verdict(parse_verdict(r), p, r) for p, r in zip(prompts, replies, strict=True)]
 
     def rating_prompt(self, item: RateItem) -> Messages:

@@ -581,40 +581,32 @@ def _resolve_inputs(
                 ]
             )
         )
-        refs, hashes = [], []
-        for b in names:
-            ref, chash = declared(b, "benchmarks", raw, ("benchmarks",))
-            if ref.type != "benchmark":
-                raise SpecError.one(
-                    raw.loc(("benchmarks",)),
-                    f"{node.id}.benchmarks",
-                    f"{b!r} is {TYPE_NAMES[ref.type]}, not a benchmark",
-                )
-            refs.append(ref)
-            hashes.append(chash)
-        if refs:
-            node.inputs["benchmarks"] = refs
-            node.input_hashes["benchmarks"] = hashes
-        _resolve_judges(node, raw, suites, declared)
+        _declared_list(node, raw, declared, names, "benchmarks", "benchmark", ("benchmarks",))
+        # models that judges serve (`judge: {serve: NAME}`) are inputs: hashed, materialised
+        served = [
+            s.judge.serve for s in suites if getattr(getattr(s, "judge", None), "serve", None)
+        ]
+        _declared_list(node, raw, declared, served, "judges", "model", ("suites",))
 
 
-def _resolve_judges(node: Node, raw: RawNode, suites: list[Any], declared) -> None:
-    """Models that judges serve (`judge: {serve: NAME}`) are inputs: hashed, materialised."""
-    names = [s.judge.serve for s in suites if getattr(getattr(s, "judge", None), "serve", None)]
+def _declared_list(
+    node: Node, raw: RawNode, declared, names: list[str], slot: str, want: str, path: tuple
+) -> None:
+    """Declared inputs of one type under `slot` (a list), with their content hashes."""
     refs, hashes = [], []
     for name in dict.fromkeys(names):
-        ref, chash = declared(name, "judges", raw, ("suites",))
-        if ref.type != "model":
+        ref, chash = declared(name, slot, raw, path)
+        if ref.type != want:
             raise SpecError.one(
-                raw.loc(("suites",)),
-                f"{node.id}.suites",
-                f"judge serve: {name!r} is {TYPE_NAMES[ref.type]}, not a model",
+                raw.loc(path),
+                f"{node.id}.{slot}",
+                f"{name!r} is {TYPE_NAMES[ref.type]}, not {TYPE_NAMES[want]}",
             )
         refs.append(ref)
         hashes.append(chash)
     if refs:
-        node.inputs["judges"] = refs
-        node.input_hashes["judges"] = hashes
+        node.inputs[slot] = refs
+        node.input_hashes[slot] = hashes
 
 
 def _type_check(node: Node, raw: RawNode, model: StageBase) -> None:

@@ -16,7 +16,7 @@ from psft_orchestrator.contract import InputRef, Job
 from psft_orchestrator.data.toy.tasks import generate
 from psft_orchestrator.envs import has_module, vllm_python
 from psft_orchestrator.evals.judge_api import ApiChat, server_pids, vllm_server
-from psft_orchestrator.evals.judges import RATING_REGEX, LLMJudge, RateItem
+from psft_orchestrator.evals.judges import LLMJudge, RateItem
 
 pytestmark = pytest.mark.slow
 VLLM = vllm_python()
@@ -76,13 +76,18 @@ def test_vllm_greedy_scores_agree_with_native(tiny, tmp_path):
 
 def test_served_judge_grades_and_is_stopped_when_the_node_fails(tiny, tmp_path):
     pgid = None
-    with pytest.raises(RuntimeError, match="the node failed"), vllm_server(
-        str(tiny), VLLM, tmp_path / "serve.log", extra_args=["--max-model-len", "1024"]
-    ) as url:
+    with (
+        pytest.raises(RuntimeError, match="the node failed"),
+        vllm_server(
+            str(tiny), VLLM, tmp_path / "serve.log", extra_args=["--max-model-len", "1024"]
+        ) as url,
+    ):
         pgid = server_pids[url]
-        chat = ApiChat(url, str(tiny), concurrency=4, max_tokens=16, guided_regex=RATING_REGEX)
+        chat = ApiChat(url, str(tiny), concurrency=4, max_tokens=16)
         chat.probe()
-        verdicts = LLMJudge(chat, "Rate the answer.").rate([RateItem("Say hi.", "hi")] * 4)
+        verdicts = LLMJudge(chat, "Rate the answer.", guided=True).rate(
+            [RateItem("Say hi.", "hi")] * 4
+        )
         assert all(1.0 <= v.value <= 10.0 for v in verdicts), [v.reply for v in verdicts]
         raise RuntimeError("the node failed")
     assert pgid is not None
