@@ -36,6 +36,7 @@ def tiny(tmp_path_factory):
 
 
 def _eval_job(tmp_path, model, backend: str) -> Job:
+    tmp_path.mkdir(exist_ok=True)
     bench = write_jsonl(tmp_path / "bench.jsonl", list(generate("ifeval_bench", 12, seed=5)))
     node = tmp_path / backend
     node.mkdir()
@@ -58,20 +59,32 @@ def _run_worker(python: str, job: Job) -> list[dict]:
     return json.loads((job.out / "outputs" / "scores.json").read_text())
 
 
+def _completions(tmp_path, name: str) -> list[str]:
+    path = tmp_path / name / "outputs" / "samples" / "ifeval.jsonl"
+    return [json.loads(x)["completion"] for x in path.read_text().splitlines()]
+
+
+def _mismatch(a: list[str], b: list[str]) -> float:
+    return sum(x != y for x, y in zip(a, b, strict=True)) / len(a)
+
+
 def test_vllm_greedy_scores_agree_with_native(tiny, tmp_path):
-    native = _run_worker(sys.executable, _eval_job(tmp_path, tiny, "native"))
-    vllm = _run_worker(VLLM, _eval_job(tmp_path, tiny, "vllm"))
-    samples = {}
-    for backend in ("native", "vllm"):
-        path = tmp_path / backend / "outputs" / "samples" / "ifeval.jsonl"
-        samples[backend] = [json.loads(x)["completion"] for x in path.read_text().splitlines()]
-    mismatch = sum(a != b for a, b in zip(*samples.values(), strict=True)) / len(samples["native"])
-    print(f"greedy completions that differ between native and vLLM: {mismatch:.0%}")
-    assert mismatch <= 0.25, f"mismatch rate {mismatch:.0%}"
+    """Engine parity: the native backend and the vllm backend in the same environment (same
+    torch and transformers). The main environment's native run (torch 2.9.1, transformers 5.5.4)
+    is compared too and its mismatch rate printed: on the random-weight tiny model it differed
+    on every prompt here (2026-12-02), a difference of the HF stacks, not of vLLM."""
+    native = _run_worker(VLLM, _eval_job(tmp_path, tiny, "native"))
+    vllm = _run_worker(VLLM, _eval_job(tmp_path / "v", tiny, "vllm"))
+    main_env = _run_worker(sys.executable, _eval_job(tmp_path / "m", tiny, "native"))
+    engine = _mismatch(_completions(tmp_path, "native"), _completions(tmp_path / "v", "vllm"))
+    across = _mismatch(_completions(tmp_path / "m", "native"), _completions(tmp_path / "v", "vllm"))
+    print(f"greedy mismatch vLLM vs native, same env: {engine:.0%}; vs main env: {across:.0%}")
+    assert engine <= 0.25, f"mismatch rate {engine:.0%}"
     by_metric = {s["metric"]: s for s in native}
     for row in vllm:
         assert row["protocol"]["backend"] == "vllm"
-        assert row["value"] == pytest.approx(by_metric[row["metric"]]["value"], abs=100 * mismatch)
+        assert row["value"] == pytest.approx(by_metric[row["metric"]]["value"], abs=100 * engine)
+    assert {r["metric"] for r in main_env} == set(by_metric)
 
 
 def test_served_judge_grades_and_is_stopped_when_the_node_fails(tiny, tmp_path):
