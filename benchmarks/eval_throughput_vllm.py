@@ -70,7 +70,7 @@ def bench_judge(python: str, model: Path, requests: int, work: Path) -> dict:
 
     prompts = [[{"role": "user", "content": f"Rate answer {i}."}] for i in range(requests)]
     rates = {}
-    args = ["--max-model-len", "1024"]
+    args = ["--max-model-len", "1024", "--gpu-memory-utilization", "0.2"]  # of CPU memory here
     with vllm_server(str(model), python, work / "serve.log", extra_args=args) as url:
         for concurrency in (1, 8):
             chat = ApiChat(url, str(model), concurrency=concurrency, max_tokens=16)

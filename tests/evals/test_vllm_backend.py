@@ -92,7 +92,10 @@ def test_served_judge_grades_and_is_stopped_when_the_node_fails(tiny, tmp_path):
     with (
         pytest.raises(RuntimeError, match="the node failed"),
         vllm_server(
-            str(tiny), VLLM, tmp_path / "serve.log", extra_args=["--max-model-len", "1024"]
+            str(tiny),
+            VLLM,
+            tmp_path / "serve.log",
+            extra_args=["--max-model-len", "1024", "--gpu-memory-utilization", "0.2"],
         ) as url,
     ):
         pgid = server_pids[url]
