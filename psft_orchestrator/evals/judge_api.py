@@ -143,18 +143,21 @@ def _wait_healthy(proc: subprocess.Popen, url: str, timeout_s: float, log_path: 
 
 
 def stop_process_group(proc: subprocess.Popen, grace_s: float = 15.0) -> None:
-    """SIGTERM the server's process group (vLLM has engine-core children), then SIGKILL."""
-    if proc.poll() is not None:
-        return
-    for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+    """SIGTERM the server's process group (vLLM has engine-core children), then SIGKILL, and
+    wait until no process of the group is left (children outlive the parent by a moment)."""
+    deadline = time.monotonic() + grace_s
+    for sig in (signal.SIGTERM, signal.SIGKILL):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, sig)
-        try:
-            proc.wait(wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-    print(f"[judge] could not stop vllm serve (pid {proc.pid})", file=sys.stderr)
+        while time.monotonic() < deadline:
+            proc.poll()  # reap the leader, so the group can empty
+            try:
+                os.killpg(proc.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.2)
+        deadline = time.monotonic() + 5.0
+    print(f"[judge] could not stop vllm serve (process group {proc.pid})", file=sys.stderr)
 
 
 def _tail(path: Any, n: int = 20) -> str:
