@@ -17,7 +17,7 @@ VLLM_ENV_LINK = ".venv-vllm"
 
 
 def repo_root() -> Path:
-    return Path(__file__).resolve().parents[2]
+    return Path(__file__).resolve().parents[1]
 
 
 def vllm_python(interpreters: dict[str, str] | None = None) -> str:
