@@ -28,6 +28,9 @@ class VllmGenerator:
 
         # The engine in this process: a second process would import vLLM again (slow on CPU).
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        # On CPU, vLLM reserves --gpu-memory-utilization (0.92) of *system* memory unless the KV
+        # cache size is given; on a shared machine that refuses to start. GPUs ignore this.
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB
         from vllm import LLM
 
         self.model_dir = model_dir

@@ -52,7 +52,7 @@ def _eval_job(tmp_path, model, backend: str) -> Job:
 
 def _run_worker(python: str, job: Job) -> list[dict]:
     job.save(job.out / "job.json")
-    env = {**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_KVCACHE_SPACE": "1"}
+    env = {**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}  # the backend sizes the KV cache
     cmd = [python, "-m", "psft_orchestrator.backends.worker", str(job.out / "job.json")]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
