@@ -91,7 +91,7 @@ def status_main(argv: list[str]) -> int:
     ws = Path(args.workspace or "results")
     status = load_status(ws)
     if status is None:
-        print(f"no run found in {ws} (no {ws / 'runs'}/status.json or run record)", file=sys.stderr)
+        print(f"no run found in {ws} (no {ws / 'status.json'} or run record)", file=sys.stderr)
         return EXIT_USAGE
     print(render_status(status))
     return EXIT_OK

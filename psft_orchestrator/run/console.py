@@ -8,7 +8,7 @@ shows as a line each time a node passes a quarter of its steps.
 
 Progress comes from the files a backend writes into the node's build directory:
 `progress.json` (`{"step", "total"}`) and the last row of `metrics.jsonl`. The same state is
-written to `<workspace>/runs/status.json` about once a second, for `psft-run status` in
+written to `<workspace>/status.json` about once a second, for `psft-run status` in
 another terminal.
 
 Everything else the orchestrator process prints (Prefect, Ray, tqdm bars, transformers
@@ -41,6 +41,12 @@ KEY_METRICS = (
 # What a progress row shows as "the latest loss or reward", first match wins.
 LIVE_METRICS = ("loss", "reward_mean", "reward", "score")
 REFRESH_S = 1.0
+
+
+def status_path(ws: Path) -> Path:
+    """The live status of the workspace's current (or last) run. Not under runs/: every JSON
+    file there is a run record."""
+    return Path(ws) / "status.json"
 
 
 @dataclass
@@ -109,7 +115,7 @@ def _tokens_per_s(row: dict[str, Any]) -> float | None:
 
 
 class RunView:
-    """Receives node events, draws them, and keeps `runs/status.json` current."""
+    """Receives node events, draws them, and keeps `<workspace>/status.json` current."""
 
     def __init__(
         self,
@@ -222,13 +228,15 @@ class RunView:
     def _table(self) -> Any:
         from rich.progress_bar import ProgressBar
         from rich.table import Table
+        from rich.text import Text
 
         table = Table.grid(padding=(0, 1))
         with self.lock:
             nodes = list(self.running.values())
         for r in nodes:
             bar = ProgressBar(total=r.total or 1, completed=r.step, width=24, pulse=not r.total)
-            table.add_row(r.node_id, bar, progress_text(r))
+            # Text, not str: rich would read "[method=SFT]" in a node id as markup and drop it
+            table.add_row(Text(r.node_id), bar, Text(progress_text(r)))
         if not nodes:
             table.add_row("(waiting)", "", "")
         return table
@@ -251,7 +259,7 @@ class RunView:
             "nodes": nodes,
         }
         with contextlib.suppress(OSError):
-            write_json_atomic(self.ws / "runs" / "status.json", status)
+            write_json_atomic(status_path(self.ws), status)
 
 
 # ---------------------------------------------------------------- text

@@ -1,6 +1,6 @@
 """`psft-run status`: the current or last run of a workspace, from another terminal.
 
-A running `psft-run` keeps `<workspace>/runs/status.json` current (run.console); this reads it.
+A running `psft-run` keeps `<workspace>/status.json` current (run.console); this reads it.
 A file that says "running" whose process is gone belongs to a run that was killed.
 Without that file (a run from before it existed) the newest run record is shown.
 """
@@ -13,12 +13,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .console import duration_text, fmt
+from .console import duration_text, fmt, status_path
 
 
 def load_status(ws: Path) -> dict[str, Any] | None:
     """The live status of the workspace's current or last run, or its newest run record."""
-    path = ws / "runs" / "status.json"
+    path = status_path(ws)
     try:
         status = json.loads(path.read_text())
     except (OSError, ValueError):

@@ -54,7 +54,7 @@ def test_plain_progress_failure_lines_and_status_file(tmp_path: Path):
                 m.log(step, loss=1.0 / step, tokens_per_s=1234.0)
                 write_progress(build, step, 8)
                 time.sleep(0.35)
-        status = json.loads((tmp_path / "runs" / "status.json").read_text())
+        status = json.loads((tmp_path / "status.json").read_text())
         row = next(n for n in status["nodes"] if n["node_id"] == "train")
         assert row["state"] == "running" and row["total"] == 8 and row["step"] >= 5
         assert row["metric"][0] == "loss" and row["eta_s"] is not None
@@ -64,7 +64,7 @@ def test_plain_progress_failure_lines_and_status_file(tmp_path: Path):
     assert "[ .. ] train " in text and "tok/s" in text  # a quarter passed: a progress line
     assert "[FAIL] train after 3.0s: ValueError: bad\n--- last lines of x.log ---\nline 1\n" in text
     assert text.count("ValueError: bad") == 1
-    final = json.loads((tmp_path / "runs" / "status.json").read_text())
+    final = json.loads((tmp_path / "status.json").read_text())
     assert final["state"] == "finished" and final["nodes"][0]["error"] == "ValueError: bad"
 
 
@@ -162,9 +162,9 @@ def test_status_from_another_terminal(tmp_path: Path):
     assert "failed: other: Boom\n  log: o.log" in text
     assert "run r1: finished" in status_cli(tmp_path).stdout
 
-    status = json.loads((tmp_path / "runs" / "status.json").read_text())
+    status = json.loads((tmp_path / "status.json").read_text())
     status.update(state="running", pid=2**22 + 12345)  # a run whose process is gone
-    (tmp_path / "runs" / "status.json").write_text(json.dumps(status))
+    (tmp_path / "status.json").write_text(json.dumps(status))
     assert "killed (process" in status_cli(tmp_path).stdout
     empty = status_cli(tmp_path / "nothing")
     assert empty.returncode == 2 and "no run found" in empty.stderr
