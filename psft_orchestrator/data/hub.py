@@ -154,7 +154,7 @@ def source_key(src: HubSource, selection: dict[str, Any]) -> str:
     """Content key of the selected rows: the data files (path inside the root and bytes), the
     config and split, and how they are converted. A snapshot in the cache and the same files at
     `path:` get the same key."""
-    from psft_orchestrator.plan.fingerprint import content_hash
+    from psft_orchestrator.hashing import content_hash
 
     files = [[_relative(f, src.root), content_hash(f)] for f in sorted(src.files)]
     payload = {"files": files, "config": src.config, "split": src.split, **selection}

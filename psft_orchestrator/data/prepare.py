@@ -35,6 +35,7 @@ class PreparedInput:
     source: hub.HubSource | None  # a hub-layout directory or snapshot ...
     file: Path | None = None  # ... or one local file (with `columns:`)
     missing: str | None = None  # why the dataset cannot be found (not in the cache)
+    declared_at: Any = None  # the spec.errors.Loc of its declaration, for plan-time errors
 
     def path(self, workspace: Path) -> Path:
         return workspace / "inputs" / "hub-data" / f"{self.key[:16]}.jsonl"
@@ -122,7 +123,7 @@ def write_prepared(prepared: PreparedInput, out: Path) -> int:
 
 
 def _file_hash(path: Path) -> str:
-    from psft_orchestrator.plan.fingerprint import content_hash
+    from psft_orchestrator.hashing import content_hash
 
     return content_hash(path)
 

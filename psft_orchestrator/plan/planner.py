@@ -9,7 +9,7 @@ a stage fed by `train[method=...,seed=...]` and `data[seed=...]` pairs them by s
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ValidationError
 
 from psft_orchestrator.contract import OUTPUT_PATHS, InputRef
+from psft_orchestrator.hashing import content_hash
 from psft_orchestrator.spec.compose import RawNode, expand_stages, load_document, node_id
 from psft_orchestrator.spec.errors import Loc, SpecError, did_you_mean, key_path
 from psft_orchestrator.spec.schema import (
@@ -34,7 +35,7 @@ from psft_orchestrator.spec.schema import (
 )
 from psft_orchestrator.spec.yamlsrc import Doc
 
-from .fingerprint import canonical, content_hash, fingerprint_payload, node_fingerprint, sha256
+from .fingerprint import canonical, fingerprint_payload, node_fingerprint, sha256
 
 if TYPE_CHECKING:
     from psft_orchestrator.data.prepare import PreparedInput
@@ -763,7 +764,8 @@ def _prepared(name: str, decl: DatasetDecl, typ: str, p: Path | None, doc: Doc) 
 
     source_key = "hf_id" if p is None else "path"
     try:
-        return plan_input(name, decl, typ, p)
+        prepared = plan_input(name, decl, typ, p)
+        return replace(prepared, declared_at=doc.loc(("datasets", name, source_key)))
     except HubError as e:
         bad = "split" if "no split" in str(e) else "config" if decl.config else source_key
         raise SpecError.one(

@@ -26,7 +26,7 @@ def check_prepared(plan: Plan) -> None:
     from psft_orchestrator.spec.errors import SpecError
 
     problems = [
-        (None, f"datasets.{name}", f"dataset {name!r}: {p.missing}")
+        (p.declared_at, f"datasets.{name}", f"dataset {name!r}: {p.missing}")
         for name, p in sorted(plan.prepared_inputs.items())
         if p.missing
     ]
