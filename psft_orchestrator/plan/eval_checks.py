@@ -29,6 +29,7 @@ def check_eval_nodes(plan: Plan) -> None:
             if judge is not None and not isinstance(judge, str):
                 problems += _judge_problems(judge, node.loc, f"{node.id}.suites[{i}].judge")
     problems += _vllm_problems(plan)
+    problems += _lmeval_in_vllm_problems(plan)
     if problems:
         raise SpecError(problems)
 
@@ -77,6 +78,28 @@ def _vllm_problems(plan: Plan) -> list[Problem]:
         what = "backend vllm" if n.backend == "vllm" else "judge serve"
         key = f"{n.stage}.backend" if n.backend == "vllm" else f"{n.stage}.suites"
         out.setdefault((str(n.loc), key), (n.loc, key, f"{what} needs vLLM, but {why}; {hint}"))
+    return list(out.values())
+
+
+def _lmeval_in_vllm_problems(plan: Plan) -> list[Problem]:
+    """An lm-eval suite on a vllm eval stage runs in the vLLM environment, which has no lm-eval."""
+    from psft_orchestrator.envs import has_module, vllm_python
+
+    users = [
+        n
+        for n in plan.nodes
+        if n.backend == "vllm"
+        and any(getattr(s, "type", None) == "lmeval" for s in n.stage_model.suites or [])
+    ]
+    if not users:
+        return []
+    why = has_module(vllm_python(plan.pipeline.interpreters), "lm_eval")
+    if why is None:
+        return []
+    out: dict[str, Problem] = {}  # one line per stage
+    for n in users:
+        msg = f"an lmeval suite on backend vllm needs lm-eval, but {why}; run it in its own eval stage"
+        out.setdefault(str(n.loc), (n.loc, f"{n.stage}.suites", msg))
     return list(out.values())
 
 

@@ -71,3 +71,19 @@ def test_unset_api_key_env_is_refused(tmp_path, capsys, monkeypatch):
 def test_judge_needs_one_source(tmp_path, capsys):
     rc, err = _plan(tmp_path, capsys, judge="{model: j}")
     assert rc == 2 and "exactly one of `endpoint`" in err
+
+
+def test_lmeval_suite_on_vllm_needs_lm_eval_there(tmp_path, capsys):
+    # An interpreter that has vllm but no lm_eval, as .venv-vllm is.
+    python = tmp_path / "python"
+    python.write_text('#!/bin/sh\ncase "$2" in *lm_eval*) exit 1;; *) exit 0;; esac\n')
+    python.chmod(0o755)
+    spec = tmp_path / "tax.yaml"
+    spec.write_text(
+        SPEC.format(backend="vllm", judge="rules", interpreters=f"interpreters: {{vllm: {python}}}")
+        + "      - {type: lmeval, benchmarks: [b]}\n"
+    )
+    rc = main([str(spec), "--plan", "--workspace", str(tmp_path / "ws")])
+    err = capsys.readouterr().err
+    assert rc == 2 and f"{spec}:8: eval.suites" in err, err
+    assert "needs lm-eval" in err and "has no 'vllm' module" not in err
