@@ -53,44 +53,68 @@ def build_parser() -> argparse.ArgumentParser:
         help="workspace directory (default: $PSFT_WORKSPACE or results/)",
     )
     sub = p.add_subparsers(metavar="COMMAND")
+    _add_browse_commands(sub)
+    _add_table_commands(sub)
+    _add_statistics_commands(sub)
+    _add_plot_command(sub)
+    return p
 
-    def cmd(
-        name: str, func: Callable[[argparse.Namespace], int], help: str
-    ) -> argparse.ArgumentParser:
-        sp = sub.add_parser(name, help=help, description=help)
-        sp.set_defaults(func=func)
-        return sp
 
-    def fmt_arg(sp: argparse.ArgumentParser, choices: tuple[str, ...], default: str) -> None:
-        sp.add_argument(
-            "--format", choices=choices, default=default, help=f"output format (default {default})"
-        )
+Subparsers = Any  # argparse's _SubParsersAction, which it does not export
 
-    sp = cmd("runs", cmd_runs, "list runs, newest first")
-    fmt_arg(sp, ("table", "csv", "json"), "table")
 
-    sp = cmd("nodes", cmd_nodes, "list the nodes of a run (run id, a prefix of it, or 'latest')")
+def _command(
+    sub: Subparsers, name: str, func: Callable[[argparse.Namespace], int], help: str
+) -> argparse.ArgumentParser:
+    sp = sub.add_parser(name, help=help, description=help)
+    sp.set_defaults(func=func)
+    return sp
+
+
+def _format_arg(sp: argparse.ArgumentParser, choices: tuple[str, ...], default: str) -> None:
+    sp.add_argument(
+        "--format", choices=choices, default=default, help=f"output format (default {default})"
+    )
+
+
+def _run_arg(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--run", default=None, help="only nodes of this run (id, prefix or 'latest')")
+
+
+def _add_browse_commands(sub: Subparsers) -> None:
+    sp = _command(sub, "runs", cmd_runs, "list runs, newest first")
+    _format_arg(sp, ("table", "csv", "json"), "table")
+
+    sp = _command(
+        sub, "nodes", cmd_nodes, "list the nodes of a run (run id, a prefix of it, or 'latest')"
+    )
     sp.add_argument("run")
-    fmt_arg(sp, ("table", "csv", "json"), "table")
+    _format_arg(sp, ("table", "csv", "json"), "table")
 
-    sp = cmd("metrics", cmd_metrics, "a node's logged metrics by step")
+    sp = _command(sub, "metrics", cmd_metrics, "a node's logged metrics by step")
     sp.add_argument("node", help="fingerprint prefix or node id")
     sp.add_argument("--keys", default=None, help="comma-separated metric keys (default: all)")
     sp.add_argument("--tail", type=int, default=None, help="only the last N steps")
-    fmt_arg(sp, ("table", "csv", "json"), "table")
+    _format_arg(sp, ("table", "csv", "json"), "table")
 
-    sp = cmd("lineage", cmd_lineage, "a node's ancestors, declared inputs and direct children")
+    sp = _command(
+        sub, "lineage", cmd_lineage, "a node's ancestors, declared inputs and direct children"
+    )
     sp.add_argument("node", help="fingerprint prefix or node id")
 
-    sp = cmd("export", cmd_export, "write a node's model as a plain Hugging Face directory")
+    sp = _command(
+        sub, "export", cmd_export, "write a node's model as a plain Hugging Face directory"
+    )
     sp.add_argument("node", help="fingerprint prefix or node id")
     sp.add_argument("dir", type=Path, help="new directory to write (must not exist)")
 
-    sp = cmd("query", cmd_query, "run one read-only SQL SELECT against the index")
+    sp = _command(sub, "query", cmd_query, "run one read-only SQL SELECT against the index")
     sp.add_argument("sql")
-    fmt_arg(sp, ("table", "csv", "json"), "table")
+    _format_arg(sp, ("table", "csv", "json"), "table")
 
-    sp = cmd("tables", cmd_tables, "list table definitions")
+
+def _add_table_commands(sub: Subparsers) -> None:
+    sp = _command(sub, "tables", cmd_tables, "list table definitions")
     sp.add_argument(
         "--tables-dir",
         type=Path,
@@ -99,9 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="definition directory (repeatable; default: results/tables and <workspace>/tables)",
     )
 
-    sp = cmd("table", cmd_table, "compute and print one defined table")
+    sp = _command(sub, "table", cmd_table, "compute and print one defined table")
     sp.add_argument("name")
-    fmt_arg(sp, ("markdown", "latex", "csv", "json"), "markdown")
+    _format_arg(sp, ("markdown", "latex", "csv", "json"), "markdown")
     sp.add_argument(
         "--source",
         default=None,
@@ -116,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="imported source used by --with-paper (default: paper)",
     )
     sp.add_argument("--spec", default=None, help="only nodes of this spec")
-    sp.add_argument("--run", default=None, help="only nodes of this run (id, prefix or 'latest')")
+    _run_arg(sp)
     sp.add_argument(
         "--per-seed",
         action="store_true",
@@ -130,7 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="add each column's evaluation protocols (backend, sampling, k, judge, versions)",
     )
 
-    sp = cmd("pivot", cmd_pivot, "group eval scores (or final metrics) into a rows x columns table")
+    sp = _command(
+        sub, "pivot", cmd_pivot, "group eval scores (or final metrics) into a rows x columns table"
+    )
     sp.add_argument(
         "--rows", required=True, help="comma-separated fields/labels, e.g. model,method"
     )
@@ -149,10 +175,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--agg", default="mean", help="mean, median, min or max over matching rows (default mean)"
     )
     sp.add_argument("--decimals", type=int, default=2)
-    sp.add_argument("--run", default=None, help="only nodes of this run (id, prefix or 'latest')")
-    fmt_arg(sp, ("markdown", "latex", "csv", "json", "table"), "markdown")
+    _run_arg(sp)
+    _format_arg(sp, ("markdown", "latex", "csv", "json", "table"), "markdown")
 
-    sp = cmd(
+    sp = _command(
+        sub,
         "import",
         cmd_import,
         "load published results (CSV: table,model,method,benchmark,score[,reported_avg])",
@@ -160,13 +187,18 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("file", type=Path)
     sp.add_argument("--source", required=True, help="a name for these numbers, e.g. paper")
 
-    cmd(
+    _command(
+        sub,
         "reindex",
         cmd_reindex,
         "rebuild the index from the workspace's artifacts, run records and imports",
     )
 
-    sp = cmd(
+
+def _add_statistics_commands(sub: Subparsers) -> None:
+
+    sp = _command(
+        sub,
         "compare",
         cmd_compare,
         "paired difference A - B (methods or eval nodes) over benchmark items and seeds, "
@@ -177,18 +209,21 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--benchmark", default="*", help="benchmark name or glob, e.g. '*ood*' (default: all)"
     )
-    sp.add_argument("--run", default=None, help="only nodes of this run (id, prefix or 'latest')")
-    fmt_arg(sp, ("table", "json"), "table")
+    _run_arg(sp)
+    _format_arg(sp, ("table", "json"), "table")
 
-    sp = cmd(
+    sp = _command(
+        sub,
         "claims",
         cmd_claims,
         "the paper's four claims checked on the index: difference, 95%% CI, verdict",
     )
-    sp.add_argument("--run", default=None, help="only nodes of this run (id, prefix or 'latest')")
-    fmt_arg(sp, ("table", "json"), "table")
+    _run_arg(sp)
+    _format_arg(sp, ("table", "json"), "table")
 
-    sp = cmd("plot", cmd_plot, "draw a figure as PNG")
+
+def _add_plot_command(sub: Subparsers) -> None:
+    sp = _command(sub, "plot", cmd_plot, "draw a figure as PNG")
     sp.add_argument(
         "kind",
         choices=FIGURE_KINDS,
@@ -221,7 +256,6 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--out", type=Path, default=None, help="PNG path (default <workspace>/figures/<kind>.png)"
     )
-    return p
 
 
 # --- helpers ------------------------------------------------------------------------------------
