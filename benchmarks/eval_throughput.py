@@ -38,9 +38,9 @@ OLD_BATCH_SIZES = {"math": 48, "ood": 50, "ifeval": 40}  # specs/demo.yaml befor
 def quick_base(work: Path, steps: int) -> Path:
     """A tiny toy model pretrained briefly on the toy corpus: it answers and stops, as the
     demo's models do (a random model would always run to the token cap)."""
+    from psft_orchestrator.configs.training import PretrainConfig
     from psft_orchestrator.data.toy.model import make_tiny_model
     from psft_orchestrator.data.toy.tasks import write_toy_data
-    from psft_orchestrator.training.config import PretrainConfig
     from psft_orchestrator.training.pretrain import pretrain
 
     preset = yaml.safe_load((DEMO.parents[1] / "stages/toy/pretrain.yaml").read_text())
@@ -56,8 +56,8 @@ def demo_suites(work: Path) -> list[tuple[object, list[list[dict]]]]:
     """(suite, prompts) for each suite of the demo, its benchmark generated as the demo does."""
     from pydantic import TypeAdapter
 
+    from psft_orchestrator.configs.evals import Suite
     from psft_orchestrator.data.toy.tasks import write_toy_data
-    from psft_orchestrator.evals.config import Suite
     from psft_orchestrator.evals.generate import as_messages
     from psft_orchestrator.evals.records import read_benchmark
 
@@ -142,8 +142,8 @@ def write_source(path: Path, rows: int) -> None:
 
 
 def bench_filter(work: Path, rows: int) -> dict:
+    from psft_orchestrator.configs.filter import FilterConfig
     from psft_orchestrator.data.filter import filter_file
-    from psft_orchestrator.data.filter_config import FilterConfig
     from psft_orchestrator.data.toy.tokenizer import build_tokenizer
 
     build_tokenizer(work / "tok")

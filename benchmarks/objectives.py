@@ -52,7 +52,7 @@ def write_data(path: Path, n: int, seed: int = 0) -> Path:
 def run_native(
     kind: str, model: Path, data: Path, root: Path, steps: int, batch: int, ratio: int, micro: int
 ) -> dict:
-    from psft_orchestrator.training.config import DFTConfig, PSFTConfig, SFTConfig
+    from psft_orchestrator.configs.training import DFTConfig, PSFTConfig, SFTConfig
     from psft_orchestrator.training.loop import train
 
     common = dict(

@@ -31,6 +31,7 @@ import torch
 import yaml
 from psft_orchestrator.evals.answers import extract_boxed
 
+from psft_orchestrator.configs.training import PretrainConfig
 from psft_orchestrator.data.toy import model as toy_model
 from psft_orchestrator.data.toy.checks import check
 from psft_orchestrator.data.toy.skills import SKILLS
@@ -38,7 +39,6 @@ from psft_orchestrator.data.toy.tasks import generate, write_toy_data
 from psft_orchestrator.evals.exact import grade
 from psft_orchestrator.evals.generate import SamplingParams, load_model
 from psft_orchestrator.evals.generate import generate as sample
-from psft_orchestrator.training.config import PretrainConfig
 from psft_orchestrator.training.loop import train
 from psft_orchestrator.training.pretrain import pretrain
 

@@ -79,9 +79,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=8)
     args = ap.parse_args()
     sys.path.insert(0, str(REPO))
+    from psft_orchestrator.configs.training import PSFTConfig
     from psft_orchestrator.data.toy.model import make_tiny_model
     from psft_orchestrator.data.toy.tasks import write_toy_data
-    from psft_orchestrator.training.config import PSFTConfig
 
     tmp = Path(tempfile.mkdtemp(prefix="verl_vs_native_"))
     model = make_tiny_model(tmp / "model", size=args.size, seed=0)

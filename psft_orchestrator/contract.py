@@ -26,7 +26,9 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+from psft_orchestrator.configs.stages import StageConfig
 
 EXIT_OK = 0
 EXIT_DETERMINISTIC = 3  # the same failure would happen again: the run layer does not retry it
@@ -73,8 +75,8 @@ class Job(BaseModel):
     kind: str
     backend: str
     fingerprint: str
-    config: dict[str, Any] = Field(
-        description="The stage's resolved fields (hyperparameters, suites, ...)."
+    config: StageConfig = Field(
+        description="The stage's resolved fields, typed by its kind (`configs.stages`)."
     )
     inputs: dict[str, InputRef | list[InputRef]] = Field(
         default_factory=dict,
@@ -87,9 +89,25 @@ class Job(BaseModel):
     checkpoint_dir: str = Field(description="Resumable state that survives a crash of this node.")
     output_type: ArtifactType
 
+    @model_validator(mode="before")
+    @classmethod
+    def _config_of_this_kind(cls, data: Any) -> Any:
+        """A config given as a dict takes the job's kind and stage name unless it says them
+        (test and benchmark jobs give only the hyperparameters); one of another kind is an error."""
+        if isinstance(data, dict) and isinstance(data.get("config"), dict):
+            config = {"kind": data.get("kind"), "name": data.get("stage"), **data["config"]}
+            if config["kind"] != data.get("kind"):
+                raise ValueError(f"config kind {config['kind']!r} != job kind {data.get('kind')!r}")
+            data = {**data, "config": config}
+        return data
+
     @property
     def out(self) -> Path:
         return Path(self.node_dir)
+
+    def config_data(self) -> dict[str, Any]:
+        """The config as JSON data, as the spec wrote it (aliases such as `from`)."""
+        return self.config.model_dump(mode="json", by_alias=True)
 
     def output_path(self) -> Path:
         return Path(self.node_dir) / OUTPUT_PATHS[self.output_type]
@@ -202,7 +220,7 @@ def _plain(v: Any) -> Any:
 
 # Keys every stage's config has that the run layer has already acted on (scheduling, labels,
 # inputs resolved into `Job.inputs`), so a backend's config model need not declare them.
-# tests/spec checks this against `spec.schema.StageBase`.
+# tests/backends/test_registry.py checks this against `configs.stages.StageBase`.
 STAGE_KEYS = frozenset(
     {"name", "kind", "backend", "description", "method", "model", "data", "labels", "resources"}
     | {"benchmarks"}  # eval: resolved into job.inputs["benchmarks"]
@@ -214,9 +232,10 @@ def config_for(job: Job, cls: type[BaseModel]) -> Any:
 
     A set key that `cls` does not know is an error, never dropped: the backend would silently
     run without it (e.g. a GRPO `reward:` that this backend does not read)."""
+    data = job.config_data()
     unknown = sorted(
         k
-        for k, v in job.config.items()
+        for k, v in data.items()
         if k not in cls.model_fields and k not in STAGE_KEYS and v is not None
     )
     if unknown:
@@ -224,7 +243,7 @@ def config_for(job: Job, cls: type[BaseModel]) -> Any:
             f"{job.node_id}: the {job.backend} backend's {cls.__name__} has no field "
             f"{', '.join(map(repr, unknown))}; it would be ignored"
         )
-    return cls.model_validate({k: v for k, v in job.config.items() if k in cls.model_fields})
+    return cls.model_validate({k: v for k, v in data.items() if k in cls.model_fields})
 
 
 def write_progress(node_dir: Path, step: int, total: int) -> None:

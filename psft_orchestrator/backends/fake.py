@@ -72,7 +72,7 @@ SUITE_METRICS = {
 
 def _fake_scores(job: Job, seed: int) -> list[dict[str, Any]]:
     rows = []
-    for suite in job.config.get("suites", []):
+    for suite in job.config_data().get("suites", []):
         for i, bench in enumerate(suite.get("benchmarks", [])):
             for metric in SUITE_METRICS[suite["type"]](suite):
                 value = float((seed >> (i % 24)) % 100)

@@ -42,8 +42,8 @@ from typing import Any
 
 import yaml
 
+from psft_orchestrator.configs.training import DPOConfig
 from psft_orchestrator.contract import Job, config_for
-from psft_orchestrator.training.config import DPOConfig
 
 DATASET_NAME = "psft_pairs"
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from psft_orchestrator.configs.evals import EvalConfig
 from psft_orchestrator.contract import Job, config_for
-from psft_orchestrator.evals.config import EvalConfig
 
 
 def run(job: Job) -> dict[str, Any]:

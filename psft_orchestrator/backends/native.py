@@ -28,7 +28,7 @@ def run(job: Job) -> dict[str, Any]:
 
 
 def _pretrain(job: Job) -> dict[str, Any]:
-    from psft_orchestrator.training.config import PretrainConfig
+    from psft_orchestrator.configs.training import PretrainConfig
     from psft_orchestrator.training.pretrain import pretrain
 
     return pretrain(

@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     job = Job.load(Path(argv[0]))
     # One compute thread per CPU that Ray reserved for this node: more threads than cores spin
     # against each other (measured 10-60x slower on a busy 2-core machine).
-    threads = str(max(1, int((job.config.get("resources") or {}).get("cpus", 1))))
+    threads = str(max(1, int(job.config.resources.cpus)))
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, threads)
     start = time.time()

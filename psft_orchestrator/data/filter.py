@@ -25,9 +25,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from psft_orchestrator.configs.filter import FilterConfig
 from psft_orchestrator.contract import Job, MetricsWriter, config_for
 from psft_orchestrator.data import formats
-from psft_orchestrator.data.filter_config import FilterConfig
 
 REASONS = ("invalid", "wrong_answer", "too_long", "duplicate")
 

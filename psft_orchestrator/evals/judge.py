@@ -24,8 +24,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from psft_orchestrator.configs.evals import JudgeAPI, JudgeSuite
 from psft_orchestrator.contract import ScoreRow
-from psft_orchestrator.evals.config import JudgeAPI, JudgeSuite
 from psft_orchestrator.evals.generate import as_messages, generate, sampling_params
 
 # Re-exported: the parsers are part of this module's interface.

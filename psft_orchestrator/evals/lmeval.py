@@ -25,8 +25,8 @@ from typing import Any
 
 import yaml
 
+from psft_orchestrator.configs.evals import LMEvalSuite
 from psft_orchestrator.contract import ScoreRow
-from psft_orchestrator.evals.config import LMEvalSuite
 from psft_orchestrator.evals.exact import gold_index
 from psft_orchestrator.evals.records import SampleWriter, prompt_text, read_benchmark
 

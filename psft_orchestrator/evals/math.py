@@ -9,9 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from psft_orchestrator.configs.evals import MathSuite
 from psft_orchestrator.contract import ScoreRow
 from psft_orchestrator.data.answers import extract_boxed, verify_answer
-from psft_orchestrator.evals.config import MathSuite
 from psft_orchestrator.evals.generate import as_messages, generate, sampling_params
 from psft_orchestrator.evals.records import SampleWriter, mean_score, read_benchmark
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from psft_orchestrator.configs.evals import RulesSuite
 from psft_orchestrator.contract import ScoreRow
-from psft_orchestrator.evals.config import RulesSuite
 from psft_orchestrator.evals.exact import grade
 from psft_orchestrator.evals.generate import as_messages, generate, sampling_params
 from psft_orchestrator.evals.records import SampleWriter, mean_score, read_benchmark

@@ -17,8 +17,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from psft_orchestrator.configs.evals import EvalConfig, Suite
 from psft_orchestrator.contract import InputRef, Job, MetricsWriter, ScoreRow, config_for
-from psft_orchestrator.evals.config import EvalConfig, Suite
 from psft_orchestrator.evals.records import SampleWriter
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel
 
 import psft_orchestrator
-from psft_orchestrator.backends import REGISTRY
+from psft_orchestrator.configs.registry import REGISTRY
 from psft_orchestrator.identity import fingerprint_fields
 
 # Bump when the native trainer's numerics change, so old artifacts are not reused.

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
+from psft_orchestrator.configs.stages import STAGE_MODELS, FromRef, StageBase
 from psft_orchestrator.contract import OUTPUT_PATHS, InputRef
 from psft_orchestrator.hashing import content_hash
 from psft_orchestrator.spec.compose import RawNode, expand_stages, load_document, node_id
@@ -25,13 +26,10 @@ from psft_orchestrator.spec.schema import (
     COMPOSE_KEYS,
     DATA_TYPES,
     NEEDS_MODEL,
-    STAGE_MODELS,
     TYPE_NAMES,
     DatasetDecl,
-    FromRef,
     ModelDecl,
     Pipeline,
-    StageBase,
 )
 from psft_orchestrator.spec.yamlsrc import Doc
 

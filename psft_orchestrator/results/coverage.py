@@ -85,7 +85,7 @@ def _reports(node: Node) -> set[tuple[str, str]]:
     for suite in getattr(node.stage_model, "suites", []):
         metrics = [m.format(k=getattr(suite, "k", 1)) for m in SUITE_METRICS.get(suite.type, ())]
         if suite.type == "judge":
-            from psft_orchestrator.evals.config import PROTOCOL_METRICS
+            from psft_orchestrator.configs.evals import PROTOCOL_METRICS
 
             metrics = [*PROTOCOL_METRICS[suite.protocol], "unparsed"]
         for bench in getattr(suite, "benchmarks", []) or []:

@@ -481,7 +481,7 @@ class RunContext:
             spec_name=self.plan.pipeline.name,
             spec_path=str(self.plan.spec_path),
             labels=node.labels,
-            config=job.config,
+            config=job.config_data(),
             parents=[
                 ParentRef(slot=s, node_id=p.id, fingerprint=p.fingerprint)
                 for s, p in node.parents.items()

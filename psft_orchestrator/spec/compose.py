@@ -520,7 +520,7 @@ def _apply(data: dict, locs: dict, src: dict, src_locs: dict) -> None:
 
 def _defaults_for(defaults: dict, kind: Any) -> dict:
     """Defaults that the kind's model has a field for (validated up front in the planner)."""
-    from .schema import STAGE_MODELS
+    from psft_orchestrator.configs.stages import STAGE_MODELS
 
     model = STAGE_MODELS.get(kind) if isinstance(kind, str) else None
     if model is None:

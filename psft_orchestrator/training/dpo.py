@@ -25,9 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from psft_orchestrator.configs.training import DPOConfig
 from psft_orchestrator.contract import Job, config_for
 from psft_orchestrator.training import losses as L
-from psft_orchestrator.training.config import DPOConfig
 from psft_orchestrator.training.data import Example, collate, encode_chat
 from psft_orchestrator.training.recipe import Runtime, Trainer, load_tokenizer
 

@@ -30,9 +30,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from psft_orchestrator.configs.training import GRPOConfig
 from psft_orchestrator.contract import Job, config_for
 from psft_orchestrator.training import losses as L
-from psft_orchestrator.training.config import GRPOConfig
 from psft_orchestrator.training.data import Example, collate
 from psft_orchestrator.training.recipe import Runtime, Trainer, load_tokenizer
 

@@ -43,15 +43,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from psft_orchestrator.contract import CLIPPED_TOKENS_FILE, CLIPPED_TOKENS_KEY, MetricsWriter
-from psft_orchestrator.training import losses as L
-from psft_orchestrator.training.config import (
+from psft_orchestrator.configs.training import (
     DFTConfig,
     IWSFTConfig,
     PSFTConfig,
     SFTConfig,
     TrainConfig,
 )
+from psft_orchestrator.contract import CLIPPED_TOKENS_FILE, CLIPPED_TOKENS_KEY, MetricsWriter
+from psft_orchestrator.training import losses as L
 from psft_orchestrator.training.data import (
     batches_per_epoch,
     collate,

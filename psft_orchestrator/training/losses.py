@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from psft_orchestrator.training.config import LossAgg
+from psft_orchestrator.configs.training import LossAgg
 
 # the modes are defined once, with the config field that selects them (torch-free, for --plan)
 AGG_MODES: tuple[str, ...] = get_args(LossAgg)

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from psft_orchestrator.training.config import OptimConfig
+from psft_orchestrator.configs.training import OptimConfig
 
 
 def _no_decay(name: str, param: torch.nn.Parameter) -> bool:

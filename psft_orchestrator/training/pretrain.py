@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from psft_orchestrator.training.config import PretrainConfig
+from psft_orchestrator.configs.training import PretrainConfig
 from psft_orchestrator.training.recipe import Runtime, Trainer, load_tokenizer
 
 

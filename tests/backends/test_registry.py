@@ -10,8 +10,9 @@ import pytest
 from pydantic import ValidationError
 
 import psft_orchestrator.backends as backends
-from psft_orchestrator.backends import REGISTRY, TEST_ONLY, backends_for
-from psft_orchestrator.spec.schema import BACKENDS, STAGE_MODELS
+from psft_orchestrator.configs.registry import REGISTRY, TEST_ONLY, backends_for
+from psft_orchestrator.configs.stages import STAGE_MODELS
+from psft_orchestrator.spec.schema import BACKENDS
 
 NOT_BACKENDS = {"worker"}  # the subprocess entry point
 
@@ -35,9 +36,9 @@ def test_schema_choices_come_from_the_registry() -> None:
 
 
 def test_config_for_rejects_a_key_the_backend_would_ignore() -> None:
+    from psft_orchestrator.configs.stages import EvalStage, StageBase
+    from psft_orchestrator.configs.training import GRPOConfig, PSFTConfig, TrainConfig
     from psft_orchestrator.contract import STAGE_KEYS, Job, config_for
-    from psft_orchestrator.spec.schema import EvalStage, StageBase
-    from psft_orchestrator.training.config import GRPOConfig, PSFTConfig, TrainConfig
 
     assert set(StageBase.model_fields) | {"benchmarks"} == STAGE_KEYS
     assert set(EvalStage.model_fields) - set(StageBase.model_fields) == {"suites", "benchmarks"}

@@ -3,9 +3,9 @@ from pathlib import Path
 
 import pytest
 
+from psft_orchestrator.configs.filter import FilterConfig
 from psft_orchestrator.contract import InputRef, Job
 from psft_orchestrator.data.filter import filter_file, run_filter
-from psft_orchestrator.data.filter_config import FilterConfig
 
 SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
 

@@ -1,7 +1,7 @@
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
-from psft_orchestrator.evals.config import (
+from psft_orchestrator.configs.evals import (
     EvalConfig,
     JudgeSuite,
     LMEvalSuite,

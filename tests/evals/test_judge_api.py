@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from psft_orchestrator.evals.config import JudgeSuite
+from psft_orchestrator.configs.evals import JudgeSuite
 from psft_orchestrator.evals.judge import open_judge
 from psft_orchestrator.evals.judge_api import ApiChat, JudgeUnavailable, free_port
 

@@ -8,7 +8,7 @@ import json
 import pytest
 from conftest import PARROT_ANSWER, write_jsonl
 
-from psft_orchestrator.evals.config import JudgeSuite
+from psft_orchestrator.configs.evals import JudgeSuite
 from psft_orchestrator.evals.judge import run_judge_suite
 from psft_orchestrator.evals.judges import LLMJudge, RateItem
 from psft_orchestrator.evals.records import SampleWriter

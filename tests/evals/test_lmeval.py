@@ -5,7 +5,7 @@ import pytest
 import yaml
 from conftest import write_jsonl
 
-from psft_orchestrator.evals.config import LMEvalSuite
+from psft_orchestrator.configs.evals import LMEvalSuite
 from psft_orchestrator.evals.lmeval import scores_from_results, task_name, write_task_yamls
 
 GEN_ROWS = [  # the parrot's greedy answer matches the first row only

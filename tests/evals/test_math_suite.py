@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from psft_orchestrator.evals.config import MathSuite
+from psft_orchestrator.configs.evals import MathSuite
 from psft_orchestrator.evals.generate import SamplingParams, as_messages, generate, load_model
 from psft_orchestrator.evals.math import math_scores, run_math_suite
 from psft_orchestrator.evals.records import SampleWriter

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from synthetic_nodes import write_node
 
+from psft_orchestrator.configs.stages import STAGE_MODELS
 from psft_orchestrator.identity import fingerprint_fields, unmarked_fields
 from psft_orchestrator.plan.fingerprint import backend_version
 from psft_orchestrator.plan.planner import Plan, build_plan
-from psft_orchestrator.spec.schema import STAGE_MODELS
 
 SMALL = Path(__file__).resolve().parents[1] / "run" / "small.yaml"
 NODE = "train[method=PSFT]"

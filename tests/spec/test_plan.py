@@ -290,16 +290,10 @@ def test_downstream_label_templates_survive_fan_out(tmp_path: Path):
 
 def test_every_spec_field_is_documented():
     """Issue 2: every field a spec can set has a description (it shows in errors and docs)."""
-    from psft_orchestrator.evals.config import JudgeSuite, LMEvalSuite, MathSuite, RulesSuite
-    from psft_orchestrator.spec.schema import (
-        STAGE_MODELS,
-        DatasetDecl,
-        FromRef,
-        ModelDecl,
-        Pipeline,
-        Resources,
-    )
-    from psft_orchestrator.training.config import KLConfig
+    from psft_orchestrator.configs.evals import JudgeSuite, LMEvalSuite, MathSuite, RulesSuite
+    from psft_orchestrator.configs.stages import STAGE_MODELS, FromRef, Resources
+    from psft_orchestrator.configs.training import KLConfig
+    from psft_orchestrator.spec.schema import DatasetDecl, ModelDecl, Pipeline
 
     models = [
         *STAGE_MODELS.values(),

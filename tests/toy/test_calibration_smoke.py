@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from psft_orchestrator.configs.training import PretrainConfig, SFTConfig
 from psft_orchestrator.data.toy.model import make_tiny_model
 from psft_orchestrator.data.toy.tasks import generate, write_toy_data
 from psft_orchestrator.evals.generate import SamplingParams, load_model
 from psft_orchestrator.evals.generate import generate as sample
-from psft_orchestrator.training.config import PretrainConfig, SFTConfig
 from psft_orchestrator.training.loop import train
 from psft_orchestrator.training.pretrain import pretrain
 

@@ -13,8 +13,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from psft_orchestrator.configs.training import DPOConfig, SFTConfig
 from psft_orchestrator.training import checkpoint
-from psft_orchestrator.training.config import DPOConfig, SFTConfig
 from psft_orchestrator.training.dpo import run_dpo
 from psft_orchestrator.training.grpo import run_grpo
 from psft_orchestrator.training.loop import train

@@ -9,8 +9,8 @@ import math
 import pytest
 import torch
 
+from psft_orchestrator.configs.training import OptimConfig, SFTConfig
 from psft_orchestrator.training import data as D
-from psft_orchestrator.training.config import OptimConfig, SFTConfig
 from psft_orchestrator.training.optim import build_optimizer, build_scheduler, lr_factor
 
 CONVO = [

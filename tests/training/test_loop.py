@@ -11,14 +11,14 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from psft_orchestrator.training import checkpoint
-from psft_orchestrator.training.config import (
+from psft_orchestrator.configs.training import (
     DFTConfig,
     IWSFTConfig,
     KLConfig,
     PSFTConfig,
     SFTConfig,
 )
+from psft_orchestrator.training import checkpoint
 from psft_orchestrator.training.loop import train
 from psft_orchestrator.training.recipe import NonFiniteLossError
 

@@ -12,10 +12,10 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from psft_orchestrator.configs.training import PretrainConfig
 from psft_orchestrator.data.toy.model import make_tiny_model
 from psft_orchestrator.data.toy.tasks import write_toy_data
 from psft_orchestrator.training import checkpoint
-from psft_orchestrator.training.config import PretrainConfig
 from psft_orchestrator.training.pretrain import pretrain
 
 

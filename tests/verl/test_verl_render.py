@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from psft_orchestrator.backends.verl import render, render_overrides, validate, validate_node_config
-from psft_orchestrator.training.config import GRPOConfig, PSFTConfig, SFTConfig
+from psft_orchestrator.configs.training import GRPOConfig, PSFTConfig, SFTConfig
 
 
 def as_dict(overrides: list[str]) -> dict[str, str]:

@@ -30,7 +30,7 @@ def grpo_command(overrides: list[str]) -> list[str]:
 def run_grpo(job: Job) -> dict[str, Any]:
     import torch
 
-    cfg = render.validated("grpo", job.config)
+    cfg = render.validated("grpo", job.config_data())
     if not torch.cuda.is_available():
         raise RuntimeError(
             "GRPO on verl needs GPUs: its rollout engine (vllm or sglang) does not run on CPU. "
@@ -50,7 +50,7 @@ def run_grpo(job: Job) -> dict[str, Any]:
         train_file=train_file,
         model_path=job.input("model").path,
         checkpoint_dir=ckpt,
-        n_gpus=int(job.config.get("gpus") or torch.cuda.device_count()),
+        n_gpus=int(job.config.resources.gpus or torch.cuda.device_count()),
         ray_address=os.environ.get("RAY_ADDRESS"),
         name=job.node_id,
     )

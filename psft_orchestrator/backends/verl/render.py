@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from psft_orchestrator.training.config import (
+from psft_orchestrator.configs.training import (
     DFTConfig,
     GRPOConfig,
     PSFTConfig,

@@ -44,12 +44,12 @@ def n_processes(job: Job) -> int:
             "machine only the test-only platform shim (tests/verl/verl_cpu_platform.py, loaded with "
             "VERL_USE_EXTERNAL_MODULES=verl_cpu_platform VERL_PLATFORM=cpu) can run it; use backend native."
         )
-    return int(job.config.get("gpus") or torch.cuda.device_count())
+    return int(job.config.resources.gpus or torch.cuda.device_count())
 
 
 def run_sft_family(job: Job) -> dict[str, Any]:
     kind = job.kind
-    cfg = render.validated(kind, job.config)
+    cfg = render.validated(kind, job.config_data())
     nproc = n_processes(job)
     work = job.out / "verl"
     ckpt = Path(job.checkpoint_dir)

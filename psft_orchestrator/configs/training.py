@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from psft_orchestrator.evals.config import Suite
+from psft_orchestrator.configs.evals import Suite
 from psft_orchestrator.identity import param, setting
 
 LossAgg = Literal[
