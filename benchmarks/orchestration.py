@@ -42,7 +42,7 @@ def run(spec: str, ws: Path, prefect: bool) -> tuple[float, float | None]:
     if not prefect:
         cmd.append("--no-prefect")
     start, start_clock = time.perf_counter(), time.time()
-    (ws / "runs" / "status.json").unlink(missing_ok=True)
+    (ws / "status.json").unlink(missing_ok=True)
     subprocess.run(
         cmd,
         check=True,
@@ -51,7 +51,7 @@ def run(spec: str, ws: Path, prefect: bool) -> tuple[float, float | None]:
     )
     wall = time.perf_counter() - start
     try:
-        first = json.loads((ws / "runs" / "status.json").read_text()).get("first_node_at")
+        first = json.loads((ws / "status.json").read_text()).get("first_node_at")
     except OSError:
         first = None
     return wall, (first - start_clock if first else None)

@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextvars import copy_context
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,11 +141,23 @@ def _run_todo(
     ctx: RunContext, todo: list[Node], ray_address: str | None, use_prefect: bool
 ) -> dict[str, NodeResult]:
     plan = ctx.plan
-    needed = {ref.name for n in todo for ref in _flat_inputs(n) if ref.name in plan.toy_inputs}
-    materialize_toy(plan, needed)
-    hub = {r.name for n in todo for r in _flat_inputs(n) if r.name in plan.prepared_inputs}
-    materialize_prepared(plan, hub)
-    ray_started = _start_ray(ray_address)
+    # Ray's start and Prefect's temporary server mostly wait on their subprocesses, so the inputs
+    # (torch and transformers imports) are built in a thread meanwhile, and Prefect's server
+    # starts in another: start-up is the longest of the three, not their sum. Ray stays in the
+    # main thread (it installs signal handlers there).
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="start-up") as pool:
+        inputs = pool.submit(copy_context().run, _materialize_inputs, plan, todo)
+        if use_prefect:
+            pool.submit(_start_prefect_server, ctx.ws)
+        ray_started = _start_ray(ray_address)
+        try:
+            inputs.result()
+        except BaseException:
+            if ray_started:
+                import ray
+
+                ray.shutdown()
+            raise
     try:
         return _run_prefect(ctx) if use_prefect else _schedule(ctx, ctx.execute)
     finally:
@@ -152,6 +165,14 @@ def _run_todo(
             import ray
 
             ray.shutdown()
+
+
+def _materialize_inputs(plan: Plan, todo: list[Node]) -> None:
+    """Build the toy-world and prepared hub inputs that the nodes to run consume."""
+    needed = {r.name for n in todo for r in _flat_inputs(n) if r.name in plan.toy_inputs}
+    materialize_toy(plan, needed)
+    hub = {r.name for n in todo for r in _flat_inputs(n) if r.name in plan.prepared_inputs}
+    materialize_prepared(plan, hub)
 
 
 def _flat_inputs(node: Node) -> list[InputRef]:
@@ -314,6 +335,21 @@ def configure_prefect(ws: Path) -> None:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
+def _start_prefect_server(ws: Path) -> None:
+    """Start Prefect's temporary server now, unless a server is configured. It is a singleton:
+    the flow run finds it started. A failure here is left for the flow run to report."""
+    try:
+        configure_prefect(ws)
+        from prefect.settings import PREFECT_API_URL
+
+        if not PREFECT_API_URL.value():
+            from prefect.server.api.server import SubprocessASGIServer
+
+            SubprocessASGIServer().start()
+    except Exception as e:  # the flow run starts it again and fails there with the real error
+        print(f"Prefect server pre-start failed: {e}", file=sys.stderr)
 
 
 def _server_up(api_url: str) -> bool:
@@ -549,6 +585,9 @@ class RunContext:
 # ---------------------------------------------------------------- Ray
 
 
+RAY_START_ATTEMPTS = 3  # Ray's raylet must register within a fixed 30 s; a loaded box misses it
+
+
 def _start_ray(address: str | None) -> bool:
     """Join `address`, or start a local cluster; returns True when we started it."""
     import ray
@@ -565,14 +604,15 @@ def _start_ray(address: str | None) -> bool:
         log_to_driver=False,
         configure_logging=False,
     )
-    try:
-        ray.init(**options)
-    except Exception as e:  # Ray gives its raylet 30 s to register: too short on a loaded machine
-        if "timed out during startup" not in str(e):
-            raise
-        print(f"Ray start-up timed out; trying once more ({e})", file=sys.stderr)
-        ray.shutdown()
-        ray.init(**options)
+    for attempt in range(1, RAY_START_ATTEMPTS + 1):
+        try:
+            ray.init(**options)
+            return True
+        except Exception as e:  # Ray gives its raylet a fixed 30 s: short on a loaded machine
+            if "timed out during startup" not in str(e) or attempt == RAY_START_ATTEMPTS:
+                raise
+            print(f"Ray start-up timed out (attempt {attempt}); trying again", file=sys.stderr)
+            ray.shutdown()
     return True
 
 
