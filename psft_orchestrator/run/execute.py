@@ -41,7 +41,7 @@ from psft_orchestrator.envs import backend_python
 from psft_orchestrator.plan.fingerprint import backend_version
 from psft_orchestrator.plan.planner import Node, Plan
 
-from . import store
+from . import prefect_db, store
 from .console import RunView, chatter_to, print_summary
 from .faults import kill_point
 from .inputs import MissingInput, materialize_prepared, materialize_toy, resolve_hub
@@ -347,7 +347,12 @@ def _start_prefect_server(ws: Path) -> None:
         if not PREFECT_API_URL.value():
             from prefect.server.api.server import SubprocessASGIServer
 
+            home = Path(os.environ["PREFECT_HOME"])
+            ours = prefect_db.default_database(home)
+            new_database = ours and not prefect_db.seed(home) and not prefect_db.exists(home)
             SubprocessASGIServer().start()
+            if new_database:  # migrated by this start, and no flow run in it yet
+                prefect_db.save_template(home)
     except Exception as e:  # the flow run starts it again and fails there with the real error
         print(f"Prefect server pre-start failed: {e}", file=sys.stderr)
 
