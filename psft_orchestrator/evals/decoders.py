@@ -52,6 +52,11 @@ class HFDecoder:
         self.cache.batch_select_indices(rows)
         self.mask = self.mask[rows]
 
+    def repeat(self, k: int) -> None:
+        """Each row k times in a row (k samples of one prompt share its prefill)."""
+        self.cache.batch_repeat_interleave(k)
+        self.mask = self.mask.repeat_interleave(k, dim=0)
+
 
 class StaticDecoder:
     def __init__(self, model: Any, batch: int, max_len: int) -> None:
@@ -104,3 +109,8 @@ class StaticDecoder:
     def select(self, rows: torch.Tensor) -> None:
         self.keys, self.values = self.keys[:, rows], self.values[:, rows]
         self.real = self.real[rows]
+
+    def repeat(self, k: int) -> None:
+        self.keys = self.keys.repeat_interleave(k, dim=1)
+        self.values = self.values.repeat_interleave(k, dim=1)
+        self.real = self.real.repeat_interleave(k, dim=0)

@@ -170,22 +170,23 @@ def generate(
     import torch
 
     encoded = tokenizer([render(tokenizer, m) for m in prompts], add_special_tokens=False)
-    sequences = [ids for ids in encoded["input_ids"] for _ in range(params.k)]
+    sequences = encoded["input_ids"]
     order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))  # stable
     stops = stop_token_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
     device = next(model.parameters()).device
-    outputs: list[list[int]] = [[] for _ in sequences]
+    per_batch = max(1, params.batch_size // params.k)  # prompts per batch: k rows each
+    outputs: list[list[list[int]]] = [[] for _ in sequences]
     rng_devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=rng_devices), torch.no_grad():
-        for b, start in enumerate(range(0, len(order), params.batch_size)):
-            rows = order[start : start + params.batch_size]
+    with torch.random.fork_rng(devices=rng_devices), torch.inference_mode():
+        for b, start in enumerate(range(0, len(order), per_batch)):
+            rows = order[start : start + per_batch]
             torch.manual_seed(params.seed + b)
             batch = [sequences[i] for i in rows]
             new_tokens = decode_batch(model, batch, params, stops, pad_id, device)
-            for i, tokens in zip(rows, new_tokens, strict=True):
-                outputs[i] = tokens
-    texts = tokenizer.batch_decode(outputs, skip_special_tokens=True)
+            for n, i in enumerate(rows):
+                outputs[i] = new_tokens[n * params.k : (n + 1) * params.k]
+    texts = tokenizer.batch_decode([t for o in outputs for t in o], skip_special_tokens=True)
     return [texts[i * params.k : (i + 1) * params.k] for i in range(len(prompts))]
 
 
@@ -197,12 +198,50 @@ def decode_batch(
     pad_id: int,
     device: Any,
 ) -> list[list[int]]:
-    """New token ids of each prompt (stop token included), decoded together with a KV cache
-    (evals/decoders.py). Left padding, so every row's next token sits in the last column;
-    position ids count real tokens only, as HF's generate does. Finished rows leave the batch."""
+    """New token ids (stop token included) of `params.k` samples of each prompt, prompt-major,
+    decoded together with a KV cache (evals/decoders.py). Each prompt is read once (prefill) and
+    its cache copied to its k rows. Left padding, so every row's next token sits in the last
+    column; position ids count real tokens only, as HF's generate does. Finished rows leave the
+    batch; tokens stay on the device until the end (no per-step transfer)."""
     import torch
 
     from psft_orchestrator.evals.decoders import make_decoder
+
+    ids, real = left_padded(prompts, pad_id, device)
+    positions = (real.cumsum(-1) - 1).clamp(min=0)
+    steps = _room(model, ids.shape[1], params)
+    decoder = make_decoder(model, len(prompts), ids.shape[1] + steps)
+    logits = decoder.step(ids, real, positions)
+    k = params.k
+    if k > 1:
+        decoder.repeat(k)
+        logits = logits.repeat_interleave(k, dim=0)
+    rows = len(prompts) * k
+    next_position = positions[:, -1:].repeat_interleave(k, dim=0) + 1
+    alive = torch.arange(rows, device=device)  # batch row -> output row
+    stopped = torch.zeros(rows, dtype=torch.bool, device=device)  # emitted a stop token
+    tokens = torch.full((rows, steps), -1, dtype=torch.long, device=device)  # -1: none
+    stop_ids = torch.tensor(stops, device=device)
+    for step in range(steps):
+        token = next_token(logits, params)
+        tokens[alive, step] = token.masked_fill(stopped, -1)
+        stopped |= torch.isin(token, stop_ids)
+        finished = int(stopped.sum())  # the step's one device -> host sync
+        if finished == len(alive):
+            break
+        if 4 * finished >= len(alive):  # a quarter has finished: drop those rows
+            keep = (~stopped).nonzero().squeeze(1)
+            decoder.select(keep)
+            alive, token, next_position = alive[keep], token[keep], next_position[keep]
+            stopped = stopped[keep]
+        logits = decoder.step(token[:, None], torch.ones_like(token[:, None]), next_position)
+        next_position = next_position + 1
+    return [[t for t in row if t >= 0] for row in tokens.tolist()]
+
+
+def left_padded(prompts: list[list[int]], pad_id: int, device: Any) -> tuple[Any, Any]:
+    """[B, width] token ids padded on the left, and the mask of real (non-padding) tokens."""
+    import torch
 
     width = max(len(p) for p in prompts)
     ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
@@ -210,49 +249,36 @@ def decode_batch(
     for r, p in enumerate(prompts):
         ids[r, width - len(p) :] = torch.tensor(p, dtype=torch.long)
         real[r, width - len(p) :] = 1
-    ids, real = ids.to(device), real.to(device)
-    positions = (real.cumsum(-1) - 1).clamp(min=0)
-    steps = _room(model, width, params)
-    decoder = make_decoder(model, len(prompts), width + steps)
-    logits = decoder.step(ids, real, positions)
-    alive = torch.arange(len(prompts), device=device)  # batch row -> prompt index
-    done = torch.zeros(len(prompts), dtype=torch.bool, device=device)
-    next_position = positions[:, -1:] + 1
-    stop_ids = torch.tensor(stops, device=device)
-    out: list[list[int]] = [[] for _ in prompts]
-    for _ in range(steps):
-        token = next_token(logits, params)
-        for r, t, d in zip(alive.tolist(), token.tolist(), done.tolist(), strict=True):
-            if not d:
-                out[r].append(t)
-        done |= torch.isin(token, stop_ids)
-        if done.all():
-            break
-        if 4 * int(done.sum()) >= len(done):  # a quarter has finished: drop those rows
-            keep = (~done).nonzero().squeeze(1)
-            decoder.select(keep)
-            alive, token, next_position, done = (
-                alive[keep],
-                token[keep],
-                next_position[keep],
-                done[keep],
-            )
-        logits = decoder.step(token[:, None], torch.ones_like(token[:, None]), next_position)
-        next_position = next_position + 1
-    return out
+    return ids.to(device), real.to(device)
+
+
+# Sampling looks at the most probable tokens first; a row whose nucleus is wider falls back to a
+# full sort. Same distribution as sorting the whole vocabulary, without sorting it every step.
+NUCLEUS_CANDIDATES = 64
 
 
 def next_token(logits: Any, params: SamplingParams) -> Any:
-    """Greedy (temperature 0) or temperature + nucleus (top-p) sampling, as HF's generate does."""
+    """Greedy (temperature 0), or temperature + nucleus (top-p) sampling, as HF's generate
+    samples: a token is kept while the more probable tokens before it hold less than top_p."""
     import torch
 
     if params.temperature <= 0:
         return logits.argmax(dim=-1)
     probs = torch.softmax(logits.float() / params.temperature, dim=-1)
-    if params.top_p < 1.0:
-        sorted_probs, sorted_ids = probs.sort(dim=-1, descending=True)
-        # Drop a token once the tokens before it already reach top_p (the first always stays).
-        drop = sorted_probs.cumsum(dim=-1) - sorted_probs >= params.top_p
-        sorted_probs = sorted_probs.masked_fill(drop, 0.0)
-        probs = torch.zeros_like(probs).scatter(-1, sorted_ids, sorted_probs)
-    return torch.multinomial(probs, num_samples=1).squeeze(1)
+    if params.top_p >= 1.0:
+        return sample(probs)
+    top, ids = probs.topk(min(NUCLEUS_CANDIDATES, probs.shape[-1]), dim=-1)  # descending
+    wide = top.sum(dim=-1) < params.top_p  # the nucleus may reach past the candidates
+    if bool(wide.any()):
+        top, ids = probs.sort(dim=-1, descending=True)
+    kept = top.masked_fill(top.cumsum(dim=-1) - top >= params.top_p, 0.0)
+    return ids.gather(-1, sample(kept)[:, None]).squeeze(1)
+
+
+def sample(weights: Any) -> Any:
+    """One index per row with probability proportional to `weights` (unnormalised): the
+    exponential race (argmax of w / E, E ~ Exp(1)), cheaper than `torch.multinomial` on CPU."""
+    import torch
+
+    race = torch.empty_like(weights).exponential_().clamp_(min=torch.finfo(weights.dtype).tiny)
+    return (weights / race).argmax(dim=-1)
