@@ -50,7 +50,10 @@ def bench_native(model: Path, prompts: list, max_new_tokens: int) -> dict:
     from psft_orchestrator.evals.generate import SamplingParams, generate, load_model
 
     m, tok = load_model(model)
-    params = SamplingParams(k=1, temperature=0.0, max_new_tokens=max_new_tokens, batch_size=8)
+    # One batch of every prompt, as vLLM gets them (the demo's suites use batch_size 256).
+    params = SamplingParams(
+        k=1, temperature=0.0, max_new_tokens=max_new_tokens, batch_size=len(prompts)
+    )
     t0 = time.time()
     generate(m, tok, prompts, params)
     return {"gen_s": time.time() - t0, "n": len(prompts)}
@@ -91,6 +94,7 @@ def main() -> None:
     from psft_orchestrator.envs import vllm_python
 
     python = vllm_python()
+    load_at_start = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="vllm-bench-") as tmp:
         work = Path(tmp)
         model = make_tiny_model(work / "tiny", size="tiny", seed=0)
@@ -100,6 +104,7 @@ def main() -> None:
         judge = bench_judge(python, model, args.judge_requests, work)
     n_rate, v_rate = native["n"] / native["gen_s"], vllm["n"] / vllm["gen_s"]
     print(f"prompts={args.prompts} max_new_tokens={args.max_new_tokens} (greedy, toy tiny model)")
+    print(f"load average at start {load_at_start}, at end {os.getloadavg()}")
     print(f"native  completions/s: {n_rate:8.2f}")
     print(
         f"vLLM    completions/s: {v_rate:8.2f}  (x{v_rate / n_rate:.2f} native; start-up {vllm['startup_s']:.1f} s)"
