@@ -4,14 +4,17 @@
 order. How (each step is a speed-up that leaves greedy outputs unchanged; see
 benchmarks/eval_throughput.py):
 
-- prompts are expanded k times and sorted by length, so a batch of `batch_size` sequences holds
-  prompts of similar length (little left padding);
+- prompts are sorted by length, so a batch (`batch_size` rows: `batch_size // k` prompts, k
+  samples each) holds prompts of similar length (little left padding);
+- each prompt is read once (prefill) and its KV cache copied to its k sample rows;
 - each batch is decoded by a plain loop (no logits processors or stopping criteria per step)
   over a KV-cache decoder (evals/decoders.py): for Llama-style models (Qwen2, Llama) one that
   runs the model's modules with buffers allocated once, for others the model's forward;
+- nucleus sampling looks at the 64 most probable tokens (a full sort only for a row whose
+  nucleus is wider) and draws by the exponential race, not `torch.multinomial`;
 - rows that emitted a stop token leave the batch (their cache rows are dropped) once they are a
   quarter of it, so later steps run on the rows still going; the batch ends when every row has
-  stopped.
+  stopped. Tokens stay on the device until then, and are decoded to text once at the end.
 
 Before each batch the RNG is seeded with `seed + batch index`, so the same model, seed and batch
 size give the same completions on the same device. `generate_reference` is the previous path
