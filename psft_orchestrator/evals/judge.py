@@ -70,6 +70,10 @@ def open_judge(
         )
         chat.probe()
         info = {"kind": spec.kind, "model": spec.serve or spec.model, "guided": spec.guided}
+        if spec.serve:  # the vLLM that serves it, from its own environment
+            from psft_orchestrator.envs import installed_version, vllm_python
+
+            info["server"] = f"vllm-{installed_version(vllm_python(), 'vllm')}"
         yield LLMJudge(chat, suite.rubric, guided=spec.guided), info
 
 
