@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import PARROT_ANSWER, write_jsonl
 
 from psft_orchestrator.configs.evals import JudgeSuite
 from psft_orchestrator.evals.judge import run_judge_suite
 from psft_orchestrator.evals.judges import LLMJudge, RateItem
 from psft_orchestrator.evals.records import SampleWriter
+
+from .conftest import PARROT_ANSWER, write_jsonl
 
 DOT = [{"type": "ends_with", "value": "."}]
 UPPER = [{"type": "uppercase"}]

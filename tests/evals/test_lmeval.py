@@ -3,10 +3,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import write_jsonl
 
 from psft_orchestrator.configs.evals import LMEvalSuite
 from psft_orchestrator.evals.lmeval import scores_from_results, task_name, write_task_yamls
+
+from .conftest import write_jsonl
 
 GEN_ROWS = [  # the parrot's greedy answer matches the first row only
     {"prompt": "What is 2 plus 3?", "answer": "The answer is \\boxed{5}", "task": "toy"},

@@ -1,12 +1,13 @@
 import math
 
 import pytest
-from conftest import write_jsonl
 
 from psft_orchestrator.configs.evals import JudgeSuite, RulesSuite
 from psft_orchestrator.evals.judge import parse_score, parse_verdict, run_judge_suite
 from psft_orchestrator.evals.judges import HFChat, LLMJudge, PairItem, RateItem, RuleJudge
 from psft_orchestrator.evals.rules import run_rules_suite
+
+from .conftest import write_jsonl
 
 # The parrot answers "The answer is \boxed{5}." to everything.
 RULE_ROWS = [

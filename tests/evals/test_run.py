@@ -1,10 +1,11 @@
 import json
 
 import pytest
-from conftest import write_jsonl
 
 from psft_orchestrator.contract import InputRef, Job, ScoreRow
 from psft_orchestrator.evals.run import evaluate_model, run_eval
+
+from .conftest import write_jsonl
 
 
 def _job(tmp_path, model_dir, suites, benchmarks) -> Job:

@@ -10,13 +10,14 @@ import subprocess
 import sys
 
 import pytest
-from conftest import write_jsonl
 
 from psft_orchestrator.contract import InputRef, Job
 from psft_orchestrator.data.toy.tasks import generate
 from psft_orchestrator.envs import has_module, vllm_python
 from psft_orchestrator.evals.judge_api import ApiChat, server_pids, vllm_server
 from psft_orchestrator.evals.judges import LLMJudge, RateItem
+
+from .conftest import write_jsonl
 
 pytestmark = pytest.mark.slow
 VLLM = vllm_python()
