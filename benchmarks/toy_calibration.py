@@ -29,9 +29,9 @@ from pathlib import Path
 
 import torch
 import yaml
-from psft_orchestrator.evals.answers import extract_boxed
 
 from psft_orchestrator.configs.training import PretrainConfig
+from psft_orchestrator.data.answers import extract_boxed
 from psft_orchestrator.data.toy import model as toy_model
 from psft_orchestrator.data.toy.checks import check
 from psft_orchestrator.data.toy.skills import SKILLS

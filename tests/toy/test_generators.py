@@ -74,8 +74,8 @@ OPS = [
 ]
 
 
-def solve(question: str) -> tuple[int, int]:
-    """(answer, number of steps) by reading the question sentence by sentence."""
+def solve_words(question: str) -> tuple[int, int]:
+    """(answer, number of steps) of a word problem, read sentence by sentence."""
     sentences = question.split(". ")
     x = int(re.search(r"has (\d+)", sentences[0]).group(1))
     steps = 0
@@ -87,6 +87,15 @@ def solve(question: str) -> tuple[int, int]:
                 steps += 1
                 break
     return x, steps
+
+
+def solve(question: str) -> tuple[int, int]:
+    """(answer, number of steps) of "What is 7 + 2 - 1?": Python's own precedence rules, so a
+    missing parenthesis in the generator would show up as a wrong answer."""
+    expr = re.fullmatch(r"What is ([-+*() \d]+)\?", question).group(1)
+    return eval(expr), len(
+        re.findall(r" [-+*] ", expr)
+    )  # the regex admits digits and operators only
 
 
 def boxed(text: str) -> str | None:
@@ -244,7 +253,7 @@ def test_corpus_is_chat_transcripts_with_math_facts_and_skills() -> None:
         question, solution = re.findall(
             r"user\n(.*)<\|im_end\|>\n<\|im_start\|>assistant\n(.*)<", t, re.S
         )[0]
-        assert solution.endswith(f"The answer is {solve(question)[0]}.")
+        assert solution.endswith(f"The answer is {solve_words(question)[0]}.")
         assert_lines_are_true(solution)
     facts = re.findall(r"assistant\n(\d+) ([-+*]) (\d+) = (\d+)<", "".join(texts))
     assert 0.05 < len(facts) / len(texts) < 0.2

@@ -61,48 +61,69 @@ class MathProblem:
     def answer(self) -> int:
         return self.values()[-1]
 
-    def question(self) -> str:
+    def sentences(self) -> list[str]:
+        """The question's statements: the start amount, then one sentence per step."""
         pron = NAMES[self.name].capitalize()
-        parts = [f"{self.name} has {self.start} {self.item}."]
+        out = [f"{self.name} has {self.start} {self.item}."]
         for i, s in enumerate(self.steps):
             lead = pron if i == 0 else f"Then {pron.lower()}"
             if s.op == "*":
-                parts.append(f"{'Then the' if i else 'The'} number of {self.item} {s.verb}.")
+                out.append(f"{'Then the' if i else 'The'} number of {self.item} {s.verb}.")
             elif s.op == "+":
-                parts.append(f"{lead} {s.verb} {s.k} more {self.item}.")
+                out.append(f"{lead} {s.verb} {s.k} more {self.item}.")
             else:
-                parts.append(f"{lead} {s.verb} {s.k} {self.item}.")
-        parts.append(f"How many {self.item} does {self.name} have now?")
-        return " ".join(parts)
+                out.append(f"{lead} {s.verb} {s.k} {self.item}.")
+        return out
+
+    def expression(self) -> str:
+        """The problem as one left-to-right expression: "7 + 2 - 1", "(7 - 4) * 2 + 1"."""
+        text = str(self.start)
+        for i, s in enumerate(self.steps):
+            if s.op == "*" and i > 0:
+                text = f"({text})"
+            text = f"{text} {s.op} {s.k}"
+        return text
+
+    def question(self, form: str = "expression") -> str:
+        """`form`: "expression" ("What is 7 + 2 - 1?", the in-domain task) or "words" (the
+        word problem, the pretraining corpus's form)."""
+        if form == "expression":
+            return f"What is {self.expression()}?"
+        return " ".join([*self.sentences(), f"How many {self.item} does {self.name} have now?"])
 
     def solution(
-        self, style: str = "short", corrupt_step: int | None = None, delta: int = 0
+        self,
+        style: str = "short",
+        corrupt_step: int | None = None,
+        delta: int = 0,
+        form: str = "expression",
     ) -> str:
-        """The worked solution. `style`: "short", "long" (a check line after every step and a
-        recap) or "plain" (short, but the answer is not in \\boxed{}: the pretraining corpus's
-        form). `corrupt_step`/`delta` inject an arithmetic slip at that step (propagated to the
-        end), which is how preference pairs get a plausible wrong answer."""
-        lines = [f"{self.name} starts with {self.start} {self.item}."]
-        pron = NAMES[self.name]
+        """The worked solution: one `a op b = c.` per step, in order, then the answer. For the
+        word form each step first restates its sentence ("She finds 2 more pencils, so 7 + 2 =
+        9."). `style`: "short", "long" (a check after every step and a recap) or "plain" (short,
+        but the answer is not in \\boxed{}: the pretraining corpus's form). `corrupt_step` /
+        `delta` inject an arithmetic slip at that step (propagated to the end), which is how
+        preference pairs get a plausible wrong answer."""
+        words = form == "words"
+        first, *rest = self.sentences()
+        parts = [first] if words else []
         x = self.start
-        for i, s in enumerate(self.steps):
+        for i, (s, sentence) in enumerate(zip(self.steps, rest, strict=True)):
             y = apply(x, s) + (delta if i == corrupt_step else 0)
-            if s.op == "+":
-                lines.append(f"After {pron} {s.verb} {s.k} more: {x} + {s.k} = {y}.")
-            elif s.op == "-":
-                lines.append(f"After {pron} {s.verb} {s.k}: {x} - {s.k} = {y}.")
-            else:
-                lines.append(f"The number {s.verb}: {x} * {s.k} = {y}.")
+            step = f"{x} {s.op} {s.k} = {y}."
+            parts.append(f"{sentence[:-1]}, so {step}" if words else step)
             if style == "long":
                 inv = {"+": "-", "-": "+", "*": "/"}[s.op]
-                lines.append(f"Check: {y} {inv} {s.k} = {x}. Correct.")
+                parts.append(f"Check: {y} {inv} {s.k} = {x}. Correct.")
             x = y
         if style == "long":
-            lines.append(f"So {self.name} has {x} {self.item} now.")
-        lines.append(
+            parts.append(
+                f"So {self.name} has {x} {self.item} now." if words else f"So the result is {x}."
+            )
+        parts.append(
             f"The answer is {x}." if style == "plain" else f"The answer is \\boxed{{{x}}}."
         )
-        return "\n".join(lines)
+        return " ".join(parts)
 
 
 def apply(x: int, step: Step) -> int:
@@ -152,7 +173,8 @@ def drill(rng: random.Random) -> tuple[str, str]:
 
 
 def messages(problem: MathProblem, response: str | None = None) -> list[dict[str, str]]:
-    """The chat of one problem: system prompt, user question, optionally the assistant turn."""
+    """The chat of one problem (expression form): system prompt, user question, optionally the
+    assistant turn."""
     msgs = [
         {"role": "system", "content": SYSTEM_PROMPT},
         {"role": "user", "content": problem.question()},

@@ -30,7 +30,7 @@ SIZES: dict[str, dict[str, int]] = {
         num_hidden_layers=3,
         num_attention_heads=4,
         num_key_value_heads=4,
-        intermediate_size=384,
+        intermediate_size=256,
     ),
     "small": dict(
         hidden_size=256,

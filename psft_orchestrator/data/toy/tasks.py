@@ -28,13 +28,13 @@ from typing import Any
 
 from psft_orchestrator.data.toy import arithmetic, instructions
 from psft_orchestrator.data.toy.chatml import render_chat
-from psft_orchestrator.data.toy.skills import SKILLS, copy_string
+from psft_orchestrator.data.toy.skills import EXTRA_SKILLS, SKILLS, copy_string
 
 # Bump whenever any generator's output changes: node fingerprints include it.
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4
 
 Row = dict[str, Any]
-MATH_LEVELS = (1, 2, 3)
+MATH_LEVELS = (1, 2)
 
 
 def _levels(level: int | list[int] | None) -> list[int]:
@@ -71,10 +71,11 @@ def math_bench(
 
 def ood_bench(rng: random.Random, skill: str = "all") -> Row:
     """Benchmark row of one OOD skill (`skill="all"` picks one per row)."""
+    known = {**SKILLS, **EXTRA_SKILLS}
     name = rng.choice(sorted(SKILLS)) if skill == "all" else skill
-    if name not in SKILLS:
-        raise ValueError(f"unknown skill {skill!r}; choose 'all' or one of {sorted(SKILLS)}")
-    item = SKILLS[name](rng)
+    if name not in known:
+        raise ValueError(f"unknown skill {skill!r}; choose 'all' or one of {sorted(known)}")
+    item = known[name](rng)
     row: Row = {"prompt": _user(item.prompt), "answer": item.answer, "task": f"toy_{name}"}
     if item.choices:
         row["choices"] = list(item.choices)
@@ -123,7 +124,7 @@ def corpus(
     u = rng.random()
     if u < math_share:
         p = arithmetic.sample_problem(rng, rng.choice(math_levels or list(MATH_LEVELS)))
-        prompt, response = p.question(), p.solution("plain")
+        prompt, response = p.question("words"), p.solution("plain", form="words")
     elif u < math_share + arith_share:
         prompt, response = arithmetic.drill(rng)
     elif u < math_share + arith_share + ifeval_share:
