@@ -108,9 +108,11 @@ class MathProblem:
         first, *rest = self.sentences()
         parts = [first] if words else []
         x = self.start
+        inline = not words and style == "short"
         for i, (s, sentence) in enumerate(zip(self.steps, rest, strict=True)):
             y = apply(x, s) + (delta if i == corrupt_step else 0)
-            step = f"{x} {s.op} {s.k} = {y}."
+            last = inline and i == self.level - 1
+            step = f"{x} {s.op} {s.k} = " + (f"\\boxed{{{y}}}." if last else f"{y}.")
             parts.append(f"{sentence[:-1]}, so {step}" if words else step)
             if style == "long":
                 inv = {"+": "-", "-": "+", "*": "/"}[s.op]
@@ -120,9 +122,10 @@ class MathProblem:
             parts.append(
                 f"So {self.name} has {x} {self.item} now." if words else f"So the result is {x}."
             )
-        parts.append(
-            f"The answer is {x}." if style == "plain" else f"The answer is \\boxed{{{x}}}."
-        )
+        if not inline:
+            parts.append(
+                f"The answer is {x}." if style == "plain" else f"The answer is \\boxed{{{x}}}."
+            )
         return " ".join(parts)
 
 
