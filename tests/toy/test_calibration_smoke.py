@@ -3,8 +3,8 @@ model can show in seconds (the full numbers, on the `tiny` model and 3 seeds, ar
 docs/toy-world.md, measured with benchmarks/toy_calibration.py):
 
 - the corpus teaches the out-of-domain skills: pretraining lowers the loss of their answers;
-- the corpus teaches the word-problem procedure but not the answer format: the base never
-  writes \\boxed{} ...
+- the corpus teaches the arithmetic facts but not the answer format: the base never writes
+  \\boxed{} ...
 - ... and a short math SFT learns it: the loss of held-out worked solutions drops (SFT has
   something to gain);
 - that SFT raises the loss of the OOD answers (there is something to forget).

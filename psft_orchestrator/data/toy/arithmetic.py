@@ -1,10 +1,12 @@
-"""In-domain skill: multi-step arithmetic word problems with step-by-step solutions.
+"""In-domain skill: multi-step arithmetic with step-by-step solutions.
 
 Stands in for the paper's math data (OpenR1-Math for SFT, AIME/AMC/MATH-500 for eval): a
-problem is a start amount and `level` operations (add, subtract, double/triple); the solution
-walks through them one line per step and ends with `\\boxed{answer}`, so Math-Verify scores it
-like a real one. The "long" style adds a verification line after every step (the inverse
-operation), the toy counterpart of long chain-of-thought traces.
+problem is a start amount and `level` operations (add, subtract, double/triple). The in-domain
+form is a left-to-right expression ("What is 7 + 2 - 1?") whose solution does one operation per
+sentence and boxes the last result in place (`7 + 2 = 9. 9 - 1 = \\boxed{8}.`), so Math-Verify
+scores it like a real one. The same problems as word problems ("Lily has 7 pencils. ...") are
+the pretraining corpus's form, with a plain last line. The "long" style adds a check after every
+step (the inverse operation), the toy counterpart of long chain-of-thought traces.
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ ADD_VERBS = ("buys", "finds", "gets", "receives")
 SUB_VERBS = ("gives away", "loses", "sells", "uses")
 MULTIPLIERS = {2: "doubles", 3: "triples"}
 # One-digit amounts on purpose: the tiny base learns these facts (one token in, one token out)
-# from the corpus's drills (`drill`); what it has not seen is the word-problem procedure and
-# the \\boxed{} answer, which SFT teaches (docs/toy-world.md, "Calibration").
+# from the corpus's drills (`drill`); what it does not do is chain them or write \\boxed{}, which
+# SFT teaches (docs/toy-world.md, "Calibration").
 MAX_VALUE = 9
 MAX_OPERAND = 9
 START_RANGE = (2, 9)

@@ -3,7 +3,7 @@
 Every stage treats a model as "a directory AutoModelForCausalLM/AutoTokenizer can load", so the
 toy model is exactly that: Qwen2 config + safetensors weights + the toy tokenizer. Same seed,
 same weights. Sizes are chosen for 2 CPU cores: `micro` for unit tests (seconds), `tiny` for the
-demo (0.77 M parameters: pretrained in about 2-3 minutes, see docs/toy-world.md), `small`
+demo (0.63 M parameters: pretrained in under 3 minutes of CPU, see docs/toy-world.md), `small`
 when a little more capacity is wanted.
 """
 

@@ -117,10 +117,10 @@ def corpus(
 
     Mostly OOD skills (the base model should be good at them), some format instructions, plain
     "copy the string" items (they bootstrap the copy/induction heads the skills need), bare
-    arithmetic facts ("What is 5 + 3?" -> "5 + 3 = 8") and worked word problems. The word
-    problems come without the system prompt and end with "The answer is 8." instead of
-    \\boxed{8}: the base learns the procedure, and what SFT teaches is the paper's answer
-    format (which the math benchmark requires) and more practice."""
+    arithmetic facts ("What is 5 + 3?" -> "5 + 3 = 8", a level-1 problem without the system
+    prompt) and worked word problems that end with "The answer is 8.". Nothing has the system
+    prompt or \\boxed{}: the base knows the single steps, and what SFT teaches is the paper's
+    answer format (which the math benchmark requires) and chaining the steps."""
     u = rng.random()
     if u < math_share:
         p = arithmetic.sample_problem(rng, rng.choice(math_levels or list(MATH_LEVELS)))
