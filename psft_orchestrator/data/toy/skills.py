@@ -85,8 +85,9 @@ def copy_string(rng: random.Random) -> SkillItem:
 SKILLS: dict[str, Callable[[random.Random], SkillItem]] = {
     "next_letter": next_letter,
     "sort_digits": sort_digits,
+    "upper": upper,
 }
-# Benchmarks that can be asked for by name but are not in the corpus: the tiny base learns them
-# in some seeds only (`choice`, multiple choice, answers near chance, like a small model on
-# TruthfulQA mc1: specs/alignment_dpo.yaml's stand-in).
-EXTRA_SKILLS: dict[str, Callable[[random.Random], SkillItem]] = {"choice": choice, "upper": upper}
+# Benchmarks that can be asked for by name but are not in the corpus: `choice` (multiple
+# choice) was learned in some seeds only, so the base answers it near chance, like a small model
+# on TruthfulQA mc1 (specs/alignment_dpo.yaml's stand-in).
+EXTRA_SKILLS: dict[str, Callable[[random.Random], SkillItem]] = {"choice": choice}

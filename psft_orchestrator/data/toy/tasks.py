@@ -31,7 +31,7 @@ from psft_orchestrator.data.toy.chatml import render_chat
 from psft_orchestrator.data.toy.skills import EXTRA_SKILLS, SKILLS, copy_string
 
 # Bump whenever any generator's output changes: node fingerprints include it.
-GENERATOR_VERSION = 5
+GENERATOR_VERSION = 6
 
 Row = dict[str, Any]
 MATH_LEVELS = (1, 2)
