@@ -25,7 +25,8 @@ from psft_orchestrator.evals.generate import generate as sample
 from psft_orchestrator.training.loop import train
 from psft_orchestrator.training.pretrain import pretrain
 
-# 58-142 s wall (86 s CPU) on the shared machine under load, not timed idle: not in the fast suite.
+# 58-157 s wall on the shared machine under load (157 s at load 8-16, version 6), not timed idle:
+# not in the fast suite.
 pytestmark = pytest.mark.slow
 
 
