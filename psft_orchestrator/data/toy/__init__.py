@@ -2,7 +2,7 @@
 
 Modules (import what you need; `tokenizer` and `model` pull in transformers, the rest do not):
     tasks         write_toy_data / generate / TOY_TASKS / GENERATOR_VERSION (the entry point)
-    arithmetic    in-domain math word problems and their step-by-step solutions
+    arithmetic    in-domain arithmetic chains (the corpus: word problems), worked solutions
     skills        out-of-domain exact-match and multiple-choice skills
     instructions  IFEval-style format instructions with reference responses
     checks        check(response, checks) -> (strict, loose), the IFEval-style rules

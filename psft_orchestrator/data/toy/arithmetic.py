@@ -169,9 +169,9 @@ def sample_problem(rng: random.Random, level: int) -> MathProblem:
 
 
 def drill(rng: random.Random) -> tuple[str, str]:
-    """A bare arithmetic fact, as the pretraining corpus teaches it: ("What is 12 + 5?",
-    "12 + 5 = 17"). Same operand ranges as the word problems' steps, but no words, no
-    procedure and no \\boxed{}: the base knows the facts, SFT teaches how to use them."""
+    """A bare arithmetic fact, as the pretraining corpus teaches it: ("What is 7 + 2?",
+    "7 + 2 = 9"), a level-1 problem without the system prompt and without \\boxed{}: the base
+    knows the facts, SFT teaches the answer format and chaining them."""
     x = rng.randint(0, MAX_VALUE)
     step = sample_step(rng, x)
     return f"What is {x} {step.op} {step.k}?", f"{x} {step.op} {step.k} = {apply(x, step)}"
