@@ -139,8 +139,9 @@ class ParentRef(BaseModel):
 class Manifest(BaseModel):
     """`manifest.json`: written by the run layer once a node succeeded, read by results ingest.
 
-    Every field is required and no other is allowed, so the writer and the reader cannot drift
-    apart silently: a manifest that does not validate is an error, never a row of None.
+    Every field is required (but the placement fields added later, which older manifests lack)
+    and no other is allowed, so the writer and the reader cannot drift apart silently: a
+    manifest that does not validate is an error, never a row of None.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -162,7 +163,17 @@ class Manifest(BaseModel):
     )
     output_type: ArtifactType
     versions: dict[str, str] = Field(description="psft_orchestrator, python, backend, ...")
-    host: str
+    host: str = Field(description="Host name of the machine the backend ran on.")
+    # Where Ray placed the node. Defaults only so that manifests written before these fields
+    # existed still validate; the run layer always sets them.
+    ray_node_id: str = Field("", description="Ray node id the backend's Ray task ran on.")
+    accelerators: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Accelerator ids Ray assigned to the task, e.g. {'GPU': ['0', '1']}.",
+    )
+    accelerator_type: str = Field(
+        "", description="The Ray node's accelerator type (e.g. H100), '' if it has none."
+    )
     started_at: AwareDatetime
     ended_at: AwareDatetime
     duration_s: float = Field(ge=0)

@@ -51,11 +51,46 @@ class FromRef(Strict):
 Ref = str | FromRef
 
 
+# Ray's own resource names: `cpus`/`gpus` set CPU and GPU, the rest Ray manages itself.
+RAY_BUILTIN_RESOURCES = ("CPU", "GPU", "memory", "object_store_memory")
+CUSTOM_RESOURCE_RE = r"^[A-Za-z_][A-Za-z0-9_.:/-]{0,63}$"
+
+
 class Resources(Strict):
+    """What one node of the plan reserves in Ray; Ray places it on a node that has it all."""
+
     cpus: float = Field(
         1.0, ge=0.0, le=1024.0, description="CPU cores reserved in Ray for this node."
     )
     gpus: float = Field(0.0, ge=0.0, le=1024.0, description="GPUs reserved in Ray for this node.")
+    custom: dict[str, float] = Field(
+        default_factory=dict,
+        description="Ray custom resources, e.g. {big_mem: 1}: runs only on a Ray node started "
+        "with them (`ray start --resources '{\"big_mem\": 1}'`).",
+    )
+    accelerator_type: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+        description="Ray accelerator type, e.g. H100 or A100: runs only on a node with that "
+        "accelerator (Ray's `accelerator_type:<name>` resource).",
+    )
+
+    @field_validator("custom")
+    @classmethod
+    def _custom_names(cls, v: dict[str, float]) -> dict[str, float]:
+        for name, amount in v.items():
+            if name in RAY_BUILTIN_RESOURCES or name.startswith("accelerator_type:"):
+                raise ValueError(
+                    f"{name!r} is not a custom resource; use cpus:, gpus: or accelerator_type:"
+                )
+            if not re.match(CUSTOM_RESOURCE_RE, name):
+                raise ValueError(
+                    f"custom resource name {name!r} must start with a letter or _ and use "
+                    "letters, digits, _ . : / -"
+                )
+            if not 0 < amount <= 1_000_000:
+                raise ValueError(f"custom resource {name!r}: amount must be > 0, got {amount}")
+        return v
 
 
 class RewardFn(Strict):

@@ -67,6 +67,7 @@ class Node:
     fingerprint: str = ""
     backend_version: str = ""  # of the environment that runs it (plan.fingerprint.backend_version)
     loc: Loc = field(default_factory=lambda: Loc(""))
+    resources_loc: Loc = field(default_factory=lambda: Loc(""))  # where `resources:` was set
 
     @property
     def fp16(self) -> str:
@@ -523,6 +524,7 @@ def _fan_out(
             output_type="",
             parents=parents,
             loc=raw.stage_loc,
+            resources_loc=raw.loc(("resources",)),
         )
         _resolve_inputs(node, raw, model, pipeline, declared)
         _type_check(node, raw, model)

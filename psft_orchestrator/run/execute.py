@@ -21,7 +21,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import copy_context
 from dataclasses import dataclass, field
@@ -40,8 +40,9 @@ from psft_orchestrator.contract import (
 from psft_orchestrator.envs import backend_python
 from psft_orchestrator.plan.fingerprint import backend_version
 from psft_orchestrator.plan.planner import Node, Plan
+from psft_orchestrator.spec.errors import SpecError
 
-from . import prefect_db, store
+from . import cluster, prefect_db, store
 from .console import RunView, chatter_to, print_summary
 from .faults import kill_point
 from .inputs import MissingInput, materialize_prepared, materialize_toy, resolve_hub
@@ -89,7 +90,7 @@ def run_plan(
     """
     ws = plan.workspace.resolve()
     forced = plan.forced(force or [])
-    slots = max_parallel or plan.pipeline.max_parallel or usable_cpus()
+    slots = max_parallel or plan.pipeline.max_parallel or cluster.usable_cpus()
     try:
         with workspace_lock(ws, wait=wait):
             return _run_locked(plan, ws, forced, ray_address, use_prefect, quiet, slots)
@@ -122,12 +123,14 @@ def _run_locked(
         results = {n.id: ctx.cached(n) for n in plan.nodes}
     else:
         # Prefect, Ray, tqdm and transformers print to the run's log; the view to the terminal.
+        log = ws / "runs" / f"{run_id}.log"
         with (
-            chatter_to(ws / "runs" / f"{run_id}.log") as out,
+            chatter_to(log) as out,
+            _started(ctx, ray_address, todo, log, use_prefect),
             RunView(ws, run_id, out, quiet, pending=[n.id for n in todo]) as view,
         ):
             ctx.view = view
-            results = _run_todo(ctx, todo, ray_address, use_prefect)
+            results = _run_prefect(ctx) if use_prefect else _schedule(ctx, ctx.execute)
     record = _write_run_record(ctx, results, started)
     kill_point("end")
     _ingest_run_record(ws, record, plan)
@@ -137,34 +140,59 @@ def _run_locked(
     return all(r.status in ("success", "cached") for r in results.values())
 
 
-def _run_todo(
-    ctx: RunContext, todo: list[Node], ray_address: str | None, use_prefect: bool
-) -> dict[str, NodeResult]:
-    plan = ctx.plan
-    # Ray's start and Prefect's temporary server mostly wait on their subprocesses, so the inputs
-    # (torch and transformers imports) are built in a thread meanwhile, and Prefect's server
-    # starts in another: start-up is the longest of the three, not their sum. Ray stays in the
-    # main thread (it installs signal handlers there).
+@contextlib.contextmanager
+def _started(
+    ctx: RunContext, address: str | None, todo: list[Node], log: Path, use_prefect: bool
+) -> Iterator[None]:
+    """Start-up, held for the run: join or start Ray, build the inputs, start Prefect's server.
+
+    Ray's start and Prefect's temporary server mostly wait on their subprocesses, so the inputs
+    (torch and transformers imports) are built in a thread meanwhile, and Prefect's server
+    starts in another: start-up is the longest of the three, not their sum. Ray stays in the
+    main thread (it installs signal handlers there). Once Ray is up, and before any node runs,
+    a node no Ray node can hold and a Ray node that does not see the workspace stop the run
+    (SpecError, exit 2; `_check_cluster`).
+    """
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="start-up") as pool:
-        inputs = pool.submit(copy_context().run, _materialize_inputs, plan, todo)
+        inputs = pool.submit(copy_context().run, _materialize_inputs, ctx.plan, todo)
         if use_prefect:
             pool.submit(_start_prefect_server, ctx.ws)
-        ray_started = _start_ray(ray_address)
+        ray_started = _start_ray(address)
         try:
+            _check_cluster(ctx, todo, log)
             inputs.result()
         except BaseException:
-            if ray_started:
-                import ray
-
-                ray.shutdown()
+            _stop_ray(ray_started)
             raise
     try:
-        return _run_prefect(ctx) if use_prefect else _schedule(ctx, ctx.execute)
+        yield
     finally:
-        if ray_started:
-            import ray
+        _stop_ray(ray_started)
 
-            ray.shutdown()
+
+def _check_cluster(ctx: RunContext, todo: list[Node], log: Path) -> None:
+    """Placement and workspace probe (`run.cluster`); a refused run leaves no run log behind
+    (it held only Ray's start-up lines)."""
+    try:
+        ctx.cluster = cluster.alive_nodes()
+        cluster.check_placement(todo, ctx.cluster)
+        cluster.probe_workspace(ctx.ws, ctx.cluster)
+    except SpecError:
+        log.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            log.parent.rmdir()  # runs/ of a fresh workspace
+        raise
+
+
+def _stop_ray(started: bool) -> None:
+    if started:
+        import ray
+
+        ray.shutdown()
+
+
+def _start_ray(address: str | None) -> bool:
+    return cluster.connect(address)
 
 
 def _materialize_inputs(plan: Plan, todo: list[Node]) -> None:
@@ -400,6 +428,7 @@ class RunContext:
         self.plan, self.ws, self.run_id, self.quiet = plan, ws, run_id, quiet
         self.slots = threading.BoundedSemaphore(slots)  # nodes running at once
         self.view = RunView(ws, run_id, sys.stdout, quiet, live=False)  # replaced while running
+        self.cluster: list[cluster.ClusterNode] = []  # alive Ray nodes, once connected
         self._index_lock = threading.Lock()
         self._fp_locks: dict[str, threading.Lock] = {}
 
@@ -485,11 +514,9 @@ class RunContext:
         job.save(job_path)
         python = backend_python(self.plan.pipeline.interpreters, node.backend)
         cmd = [python, "-m", "psft_orchestrator.backends.worker", str(job_path)]
-        resources = node.stage_model.resources
-        # verl's main_ppo reserves its own GPUs through placement groups: its wrapper asks for none.
-        gpus = 0 if (node.backend == "verl" and node.kind == "grpo") else resources.gpus
+        options = cluster.ray_options(node.stage_model.resources, cluster.run_gpus(node))
         t0 = store.now_iso()
-        rc, infra_error = _run_in_ray(cmd, log_path, resources.cpus, gpus)
+        rc, infra_error, where = _run_in_ray(cmd, log_path, options)
         if rc != 0:
             failed = store.keep_failed(self.ws, tmp, node.stage, fp16)
             flog = failed / "logs" / "stage.log"
@@ -503,15 +530,24 @@ class RunContext:
             raise NodeFailed(f"{what}\n--- last lines of {flog} ---\n{tail}", str(flog), retry)
         kill_point("trained", node.id)
         summary = _read_json(tmp / "summary.json")
-        manifest = self._manifest(node, job, python, t0, started, attempt)
+        manifest = self._manifest(node, job, python, t0, started, attempt, where)
         store.finalize(tmp, node.artifact_dir(self.ws), manifest.model_dump(mode="json"))
         kill_point("moved", node.id)
         _remove_tree(Path(job.checkpoint_dir))
         return summary
 
     def _manifest(
-        self, node: Node, job: Job, python: str, t0: str, started: float, attempt: int
+        self,
+        node: Node,
+        job: Job,
+        python: str,
+        t0: str,
+        started: float,
+        attempt: int,
+        where: dict[str, Any],
     ) -> Manifest:
+        ray_node = where.get("ray_node_id", "")
+        types = {n.node_id: n.accelerator_type for n in self.cluster}
         return Manifest(
             node_id=node.id,
             stage=node.stage,
@@ -536,7 +572,10 @@ class RunContext:
                 "backend": node.backend_version or backend_version(node.backend),
                 "interpreter": python,
             },
-            host=store.host(),
+            host=where.get("host") or store.host(),
+            ray_node_id=ray_node,
+            accelerators=where.get("accelerators", {}),
+            accelerator_type=types.get(ray_node, ""),
             started_at=t0,
             ended_at=store.now_iso(),
             duration_s=round(time.time() - started, 3),
@@ -590,72 +629,34 @@ class RunContext:
 # ---------------------------------------------------------------- Ray
 
 
-RAY_START_ATTEMPTS = 3  # Ray's raylet must register within a fixed 30 s; a loaded box misses it
-
-
-def _start_ray(address: str | None) -> bool:
-    """Join `address`, or start a local cluster; returns True when we started it."""
-    import ray
-
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    if ray.is_initialized():
-        return False
-    if address:
-        ray.init(address=address, log_to_driver=False)
-        return False
-    options = dict(
-        num_cpus=usable_cpus(),
-        include_dashboard=False,
-        log_to_driver=False,
-        configure_logging=False,
-    )
-    for attempt in range(1, RAY_START_ATTEMPTS + 1):
-        try:
-            ray.init(**options)
-            return True
-        except Exception as e:  # Ray gives its raylet a fixed 30 s: short on a loaded machine
-            if "timed out during startup" not in str(e) or attempt == RAY_START_ATTEMPTS:
-                raise
-            print(f"Ray start-up timed out (attempt {attempt}); trying again", file=sys.stderr)
-            ray.shutdown()
-    return True
-
-
-def usable_cpus() -> int:
-    """CPUs this process may use: its affinity mask, capped by a cgroup v2 CPU quota."""
-    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    with contextlib.suppress(OSError, ValueError):
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
-        if quota != "max":
-            n = min(n, max(1, int(int(quota) / int(period))))
-    return max(1, n)
-
-
 _REMOTE = None
 
 
-def _run_in_ray(cmd: list[str], log_path: Path, cpus: float, gpus: float) -> tuple[int, str | None]:
-    """Run the worker command inside a Ray task with the node's resources; (exit code, infra error)."""
+def _run_in_ray(
+    cmd: list[str], log_path: Path, options: dict[str, Any]
+) -> tuple[int, str | None, dict[str, Any]]:
+    """Run the worker command inside a Ray task with the node's resources (`options`);
+    returns (exit code, infra error, where it ran: `cluster.placement()`)."""
     import ray
 
     global _REMOTE
     if _REMOTE is None:
         _REMOTE = ray.remote(max_retries=0)(_run_subprocess)
     try:
-        return ray.get(
-            _REMOTE.options(num_cpus=cpus, num_gpus=gpus).remote(cmd, str(log_path))
-        ), None
+        rc, where = ray.get(_REMOTE.options(**options).remote(cmd, str(log_path)))
+        return rc, None, where
     except ray.exceptions.RayError as e:
-        return -1, f"Ray failure ({type(e).__name__}): {str(e)[:300]}"
+        return -1, f"Ray failure ({type(e).__name__}): {str(e)[:300]}", {}
 
 
-def _run_subprocess(cmd: list[str], log_path: str) -> int:
+def _run_subprocess(cmd: list[str], log_path: str) -> tuple[int, dict[str, Any]]:
     """Body of the Ray task: run the worker, output to the node's log; it dies with us."""
+    where = cluster.placement()
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
             cmd, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
         )
-        return proc.wait()
+        return proc.wait(), where
 
 
 def _die_with_parent() -> None:
