@@ -174,6 +174,9 @@ class Manifest(BaseModel):
     accelerator_type: str = Field(
         "", description="The Ray node's accelerator type (e.g. H100), '' if it has none."
     )
+    reused_from: str = Field(
+        "", description="The shared store entry this node was linked from; '' if computed here."
+    )
     started_at: AwareDatetime
     ended_at: AwareDatetime
     duration_s: float = Field(ge=0)

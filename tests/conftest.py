@@ -10,6 +10,15 @@ from pathlib import Path
 import pytest
 
 
+@pytest.fixture(autouse=True)
+def private_store(tmp_path_factory, monkeypatch) -> Path:
+    """Each test's runs share nodes through a store of its own, never the user's
+    ~/.cache/psft-orchestrator/store (autouse fixtures come first, so `fake_env` copies it)."""
+    root = tmp_path_factory.mktemp("store")
+    monkeypatch.setenv("PSFT_STORE", str(root))
+    return root
+
+
 @pytest.fixture
 def fake_env(tmp_path: Path) -> dict[str, str]:
     """Environment for CLI runs on the fake backend (PSFT_FAKE_BACKEND=1), private Prefect home."""

@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_table_commands(sub)
     _add_statistics_commands(sub)
     _add_plot_command(sub)
+    _add_store_commands(sub)
     return p
 
 
@@ -256,6 +257,33 @@ def _add_plot_command(sub: Subparsers) -> None:
     sp.add_argument(
         "--out", type=Path, default=None, help="PNG path (default <workspace>/figures/<kind>.png)"
     )
+
+
+def _add_store_commands(sub: Subparsers) -> None:
+    sp = _command(
+        sub,
+        "store",
+        cmd_store,
+        "the store shared across workspaces: its size and entries; `store gc` removes the "
+        "entries no registered workspace's index refers to",
+    )
+    sp.add_argument("action", nargs="?", choices=("gc",), help="gc: remove unreferenced entries")
+    sp.add_argument(
+        "--store",
+        type=Path,
+        default=None,
+        help="the store (default: $PSFT_STORE, else ~/.cache/psft-orchestrator/store)",
+    )
+    sp.add_argument(
+        "--min-age",
+        type=float,
+        default=3600.0,
+        metavar="SECONDS",
+        help="gc: keep entries published less than this long ago (a run may not have indexed "
+        "them yet; default 3600)",
+    )
+    sp.add_argument("--dry-run", action="store_true", help="gc: list what would be removed")
+    _format_arg(sp, ("table", "json"), "table")
 
 
 # --- helpers ------------------------------------------------------------------------------------
@@ -719,6 +747,42 @@ def cmd_plot(args: argparse.Namespace) -> int:
             fig = figures.clipped_tokens(con, sel, top=args.top)
     figures.save(fig, out)
     print(f"wrote {out}")
+    return 0
+
+
+def cmd_store(args: argparse.Namespace) -> int:
+    import json
+
+    from psft_orchestrator.results.store import UsageError
+    from psft_orchestrator.run.shared_store import (
+        SharedStore,
+        collect_garbage,
+        default_root,
+        usage,
+    )
+
+    root = args.store or default_root()
+    if root is None:
+        raise UsageError("the shared store is off (PSFT_STORE=off); give --store DIR")
+    if args.min_age < 0:
+        raise UsageError("--min-age must be >= 0")
+    shared = SharedStore(root)
+    removed = None
+    if args.action == "gc":
+        removed = collect_garbage(shared, args.min_age, dry_run=args.dry_run)
+    info = usage(shared)
+    if removed is not None:
+        info["removed" if not args.dry_run else "would_remove"] = removed
+    if args.format == "json":
+        print(json.dumps(info, indent=2))
+        return 0
+    print(
+        f"store {info['root']}: {info['entries']} entries, {info['bytes'] / 1e6:.1f} MB, "
+        f"{info['workspaces']} workspaces, {info['claims']} live claims"
+    )
+    if removed is not None:
+        verb = "would remove" if args.dry_run else "removed"
+        print(f"{verb} {len(removed)} entries" + "".join(f"\n  {fp}" for fp in removed))
     return 0
 
 

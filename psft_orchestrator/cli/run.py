@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
+from typing import Any
 
 from psft_orchestrator.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, workspace_arg
 
@@ -71,6 +73,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="run at most N nodes at once (default: the spec's max_parallel:, else the CPUs available)",
     )
+    shared = p.add_mutually_exclusive_group()
+    shared.add_argument(
+        "--store",
+        metavar="DIR",
+        help="the store shared across workspaces (default: $PSFT_STORE, else "
+        "~/.cache/psft-orchestrator/store; PSFT_STORE=off switches it off)",
+    )
+    shared.add_argument(
+        "--no-store",
+        action="store_true",
+        help="neither reuse nor publish nodes through the shared store (as the spec's store: false)",
+    )
     p.add_argument("--quiet", action="store_true", help="print only the final summary")
     return p
 
@@ -84,8 +98,6 @@ def status_main(argv: list[str]) -> int:
     )
     workspace_arg(p)
     args = p.parse_args(argv)
-    from pathlib import Path
-
     from psft_orchestrator.run.status import load_status, render_status
 
     ws = Path(args.workspace or "results")
@@ -95,6 +107,18 @@ def status_main(argv: list[str]) -> int:
         return EXIT_USAGE
     print(render_status(status))
     return EXIT_OK
+
+
+def _shared_store(args: argparse.Namespace, plan: Any) -> Any:
+    """The shared store this run uses, or None (--no-store, the spec's store: false,
+    PSFT_STORE=off); a --store that cannot be used is refused (exit 2) before anything runs."""
+    from psft_orchestrator.run.shared_store import SharedStore, check_root, default_root
+
+    root = Path(args.store) if args.store else default_root()
+    if args.no_store or not plan.pipeline.store or root is None:
+        return None
+    check_root(root, "--store" if args.store else "$PSFT_STORE / the default store")
+    return SharedStore(root)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         from psft_orchestrator.run.workspace import check_workspace
 
         check_workspace(plan.workspace, open_index=not args.plan)
+        shared = _shared_store(args, plan)
         if args.plan:
             from psft_orchestrator.plan.render import plan_json, plan_text
 
@@ -146,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
             use_prefect=not args.no_prefect,
             quiet=args.quiet,
             max_parallel=args.max_parallel,
+            shared=shared,
         )
         return EXIT_OK if ok else EXIT_FAILED
     except SpecError as e:

@@ -201,6 +201,8 @@ class RunView:
             self.line(failure_text(result))
         elif result.status == "upstream_failed":
             self.line(f"[skip] {result.node_id}: {result.error}")
+        elif getattr(result, "reused", False):
+            self.line(f"[done] {result.node_id}: from the shared store")
         elif running is not None:  # computed by a concurrent run or a twin node meanwhile
             self.line(f"[done] {result.node_id}: done by another run")
 
@@ -348,6 +350,8 @@ def print_summary(results: dict[str, Any], seconds: float, quiet: bool) -> None:
         dur = f"{r.duration_s:6.1f}s" if r.status in ("success", "failed") else "       "
         if r.status == "failed":
             metrics = f"log: {r.log}"
+        elif getattr(r, "reused", False):
+            metrics = f"(shared store)  {metrics}"
         print(f"  {r.node_id.ljust(width)}  {r.status:{status_width}} {dur}  {metrics}")
     if quiet:
         for r in results.values():

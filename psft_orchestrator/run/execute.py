@@ -47,6 +47,7 @@ from .console import RunView, chatter_to, print_summary
 from .faults import kill_point
 from .inputs import MissingInput, materialize_prepared, materialize_toy, resolve_hub
 from .lock import WorkspaceBusy, workspace_lock
+from .shared_store import SharedStore
 
 # Extra attempts after a failure that may not happen again: the worker exited with anything but
 # EXIT_DETERMINISTIC, or Ray lost the worker (node died, OOM-killed, signal).
@@ -65,6 +66,7 @@ class NodeResult:
     log: str = ""
     summary: dict[str, Any] = field(default_factory=dict)
     attempts: int = 0
+    reused: bool = False  # linked from the shared store, not computed (status "cached")
 
 
 class NodeFailed(Exception):
@@ -82,43 +84,47 @@ def run_plan(
     use_prefect: bool = True,
     quiet: bool = False,
     max_parallel: int | None = None,
+    shared: SharedStore | None = None,
 ) -> bool:
     """Run every node that is not done; return True when no node failed.
 
     At most `max_parallel` nodes run at once (default: the spec's `max_parallel:`, else the
-    CPUs this process may use), whatever Ray would admit.
+    CPUs this process may use), whatever Ray would admit. With a `shared` store, a node found
+    there is linked into the workspace instead of computed, and a node computed is published.
     """
     ws = plan.workspace.resolve()
     forced = plan.forced(force or [])
     slots = max_parallel or plan.pipeline.max_parallel or cluster.usable_cpus()
     try:
         with workspace_lock(ws, wait=wait):
-            return _run_locked(plan, ws, forced, ray_address, use_prefect, quiet, slots)
+            ctx = RunContext(plan, ws, _run_id(plan), quiet, slots, shared)
+            return _run_locked(ctx, forced, ray_address, use_prefect)
     except WorkspaceBusy as e:
         print(f"error: {e}", file=sys.stderr)
         return False
 
 
+def _run_id(plan: Plan) -> str:
+    return f"{plan.pipeline.name}-{plan.plan_hash[:8]}-{time.strftime('%Y%m%dT%H%M%S')}"
+
+
 def _run_locked(
-    plan: Plan,
-    ws: Path,
-    forced: set[str],
-    ray_address: str | None,
-    use_prefect: bool,
-    quiet: bool,
-    slots: int,
+    ctx: RunContext, forced: set[str], ray_address: str | None, use_prefect: bool
 ) -> bool:
     started = time.time()
-    run_id = f"{plan.pipeline.name}-{plan.plan_hash[:8]}-{time.strftime('%Y%m%dT%H%M%S')}"
+    plan, ws, run_id, quiet = ctx.plan, ctx.ws, ctx.run_id, ctx.quiet
     store.clean_stale_tmp(ws)
+    ctx.forced = forced
     kill_point("start")
     for node in plan.nodes:
         if node.id in forced:
             store.retire(node.artifact_dir(ws))
         elif node.is_done(ws):  # a run killed between committing a node and cleaning up after it
             _remove_tree(store.checkpoint_dir(ws, node.stage, node.fp16))
-    todo = [n for n in plan.nodes if not n.is_done(ws)]
-    ctx = RunContext(plan, ws, run_id, quiet, slots)
+    if ctx.shared is not None:
+        ctx.shared.register(ws)
+    # Nodes in the shared store are linked in first: if that is all, neither Ray nor Prefect.
+    todo = [n for n in plan.nodes if not n.is_done(ws) and not ctx.reuse(n)]
     if not todo:
         results = {n.id: ctx.cached(n) for n in plan.nodes}
     else:
@@ -424,8 +430,19 @@ def _publish(ctx: RunContext, results: dict[str, NodeResult]) -> None:
 
 
 class RunContext:
-    def __init__(self, plan: Plan, ws: Path, run_id: str, quiet: bool, slots: int = 1):
+    def __init__(
+        self,
+        plan: Plan,
+        ws: Path,
+        run_id: str,
+        quiet: bool,
+        slots: int = 1,
+        shared: SharedStore | None = None,
+    ):
         self.plan, self.ws, self.run_id, self.quiet = plan, ws, run_id, quiet
+        self.shared = shared
+        self.reused: set[str] = set()  # node ids linked from the shared store in this run
+        self.forced: set[str] = set()  # node ids --force recomputes (never taken from the store)
         self.slots = threading.BoundedSemaphore(slots)  # nodes running at once
         self.view = RunView(ws, run_id, sys.stdout, quiet, live=False)  # replaced while running
         self.cluster: list[cluster.ClusterNode] = []  # alive Ray nodes, once connected
@@ -442,6 +459,7 @@ class RunContext:
             "cached",
             summary=summary,
             log=str(d / "logs" / "stage.log"),
+            reused=node.id in self.reused,
         )
 
     def skip(self, node: Node, why: str) -> NodeResult:
@@ -458,6 +476,51 @@ class RunContext:
     def _execute(self, node: Node) -> NodeResult:
         if node.is_done(self.ws):  # done by an earlier or a concurrent run
             return self.cached(node)
+        if self.shared is None:
+            return self._compute(node)
+        # One run per fingerprint computes; the others wait for its entry (or its stale claim).
+        with self.shared.claimed(node.fingerprint, self.run_id) as ours:
+            if not ours and self.reuse(node):
+                result = self.cached(node)
+                self.view.node_finished(result)
+                return result
+            result = self._compute(node)
+            if result.status == "success":
+                self._publish(node)
+            return result
+
+    def reuse(self, node: Node) -> bool:
+        """Link the node's store entry, if there is one, into the workspace with this
+        workspace's manifest (node id, labels, inputs and run of this plan; what was computed
+        where and when from the store) and index it. False when there is none (or it is
+        unusable: then the node is computed)."""
+        if self.shared is None or node.id in self.forced or not self.shared.has(node.fingerprint):
+            return False
+        tmp = store.build_dir(self.ws, node.stage, node.fp16)
+        try:
+            _remove_tree(tmp)
+            self.shared.materialize(node.fingerprint, tmp)
+            stored = Manifest.model_validate(self.shared.stored_manifest(node.fingerprint))
+            update = self._identity(node, self._job(node, tmp))
+            update["reused_from"] = str(self.shared.entry(node.fingerprint))
+            manifest = stored.model_copy(update=update).model_dump(mode="json")
+        except (OSError, ValueError, MissingInput) as e:  # ValidationError is a ValueError
+            print(f"warning: store entry of {node.id} unusable, computing it: {e}", file=sys.stderr)
+            _remove_tree(tmp)
+            return False
+        store.finalize(tmp, node.artifact_dir(self.ws), manifest)
+        self._ingest(node)
+        self.reused.add(node.id)
+        return True
+
+    def _publish(self, node: Node) -> None:
+        assert self.shared is not None
+        try:
+            self.shared.publish(node.fingerprint, node.artifact_dir(self.ws))
+        except OSError as e:
+            print(f"warning: could not publish {node.id} to the store: {e}", file=sys.stderr)
+
+    def _compute(self, node: Node) -> NodeResult:
         start = time.time()
         attempts, error, log = 0, "", ""
         while attempts <= RETRIES:
@@ -549,22 +612,10 @@ class RunContext:
         ray_node = where.get("ray_node_id", "")
         types = {n.node_id: n.accelerator_type for n in self.cluster}
         return Manifest(
-            node_id=node.id,
-            stage=node.stage,
+            **self._identity(node, job),
             kind=node.kind,
             backend=node.backend,
             fingerprint=node.fingerprint,
-            run_id=self.run_id,
-            spec_name=self.plan.pipeline.name,
-            spec_path=str(self.plan.spec_path),
-            labels=node.labels,
-            config=job.config_data(),
-            parents=[
-                ParentRef(slot=s, node_id=p.id, fingerprint=p.fingerprint)
-                for s, p in node.parents.items()
-            ],
-            inputs=job.inputs,
-            input_hashes=node.input_hashes,
             output_type=node.output_type,
             versions={
                 "psft_orchestrator": __version__,
@@ -581,6 +632,25 @@ class RunContext:
             duration_s=round(time.time() - started, 3),
             status="success",
             attempt=attempt,
+        )
+
+    def _identity(self, node: Node, job: Job) -> dict[str, Any]:
+        """Manifest fields that say which node of which plan and run this is (the rest says
+        what was computed, where and when: the same for every node of one fingerprint)."""
+        return dict(
+            node_id=node.id,
+            stage=node.stage,
+            run_id=self.run_id,
+            spec_name=self.plan.pipeline.name,
+            spec_path=str(self.plan.spec_path),
+            labels=node.labels,
+            config=job.config_data(),
+            parents=[
+                ParentRef(slot=s, node_id=p.id, fingerprint=p.fingerprint)
+                for s, p in node.parents.items()
+            ],
+            inputs=job.inputs,
+            input_hashes=node.input_hashes,
         )
 
     def _job(self, node: Node, tmp: Path) -> Job:

@@ -20,13 +20,9 @@ def check_workspace(ws: Path, open_index: bool = True) -> None:
     """Raise SpecError if a run could not use `ws`. `open_index=False` (for `--plan`) looks at
     the index file's header only, so that DuckDB is not imported."""
     ws = Path(ws)
-    existing = next((p for p in (ws, *ws.parents) if p.exists() or p.is_symlink()), None)
-    if existing is not None and not existing.is_dir():
-        what = "is a file" if existing == ws else f"lies under {existing}, which is a file"
-        _refuse(ws, f"{what}, not a directory; give a directory (it is created if missing)")
-    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
-        where = "" if existing == ws else f" (nor can it be created in {existing})"
-        _refuse(ws, f"is not writable{where}; give a directory you can write to")
+    problem = directory_problem(ws)
+    if problem:
+        _refuse(ws, problem)
     index = ws / INDEX
     if index.exists():
         problem = _index_problem(index, open_index)
@@ -36,6 +32,18 @@ def check_workspace(ws: Path, open_index: bool = True) -> None:
                 f"has a results index that cannot be read ({problem}). Rebuild it from the "
                 f"artifacts with `psft-results --workspace {ws} reindex`, then run again",
             )
+
+
+def directory_problem(path: Path) -> str | None:
+    """Why `path` cannot be used as a directory this process writes to (created if missing)."""
+    existing = next((p for p in (path, *path.parents) if p.exists() or p.is_symlink()), None)
+    if existing is not None and not existing.is_dir():
+        what = "is a file" if existing == path else f"lies under {existing}, which is a file"
+        return f"{what}, not a directory; give a directory (it is created if missing)"
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        where = "" if existing == path else f" (nor can it be created in {existing})"
+        return f"is not writable{where}; give a directory you can write to"
+    return None
 
 
 def _refuse(ws: Path, message: str) -> None:

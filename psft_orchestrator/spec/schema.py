@@ -205,6 +205,12 @@ class Pipeline(Strict):
     claims: bool = Field(
         False, description="Print the paper's four claims, checked on this run, when it ends."
     )
+    store: bool = Field(
+        True,
+        description="Share finished nodes through the store shared across workspaces "
+        "($PSFT_STORE, else ~/.cache/psft-orchestrator/store; --store DIR, --no-store): a node "
+        "already there is linked in, not recomputed. false: compute everything here.",
+    )
 
     @field_validator("seeds")
     @classmethod
