@@ -25,7 +25,7 @@ from psft_orchestrator.spec.errors import SpecError
 
 if TYPE_CHECKING:
     from psft_orchestrator.plan.planner import Node
-    from psft_orchestrator.spec.schema import Resources
+    from psft_orchestrator.configs.stages import Resources
 
 ACCELERATOR_PREFIX = "accelerator_type:"  # Ray's resource for a node's accelerator type
 ACCELERATOR_AMOUNT = 0.001  # what Ray's `accelerator_type=` option asks of that resource
