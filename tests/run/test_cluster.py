@@ -59,23 +59,16 @@ def _spec(tmp_path: Path, text: str = SPEC) -> Path:
     return path
 
 
-def _env(cluster: LocalRayCluster, fake_env: dict[str, str]) -> dict[str, str]:
-    """psft-run's environment: the cluster comes from --ray-address only."""
-    return {k: v for k, v in fake_env.items() if k != "RAY_ADDRESS"}
+def _run_on(cluster: LocalRayCluster, spec: Path, ws: Path, fake_env: dict[str, str]):
+    """psft-run SPEC on the cluster (from --ray-address only, whatever $RAY_ADDRESS says)."""
+    env = {k: v for k, v in fake_env.items() if k != "RAY_ADDRESS"}
+    args = ("--workspace", str(ws), "--no-prefect", "--ray-address", cluster.address)
+    return psft_run(str(spec), *args, env=env, timeout=900)
 
 
 def test_each_stage_runs_on_the_node_its_resources_place_it(tmp_path, cluster, fake_env):
     ws = tmp_path / "ws"
-    proc = psft_run(
-        str(_spec(tmp_path)),
-        "--workspace",
-        str(ws),
-        "--no-prefect",
-        "--ray-address",
-        cluster.address,
-        env=_env(cluster, fake_env),
-        timeout=900,
-    )
+    proc = _run_on(cluster, _spec(tmp_path), ws, fake_env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     by_resource = {
         res: node_id
@@ -115,16 +108,7 @@ def test_a_stage_no_node_can_hold_is_refused_before_anything_runs(
     spec = _spec(tmp_path, text)
     line = text.splitlines().index(f"    resources: {resources}") + 1
     ws = tmp_path / "ws"
-    proc = psft_run(
-        str(spec),
-        "--workspace",
-        str(ws),
-        "--no-prefect",
-        "--ray-address",
-        cluster.address,
-        env=_env(cluster, fake_env),
-        timeout=600,
-    )
+    proc = _run_on(cluster, spec, ws, fake_env)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert f"{spec}:{line}: train.resources: " in proc.stderr and message in proc.stderr
     left = sorted(p.name for p in ws.iterdir()) if ws.exists() else []
@@ -140,16 +124,7 @@ def test_a_node_that_cannot_see_the_workspace_stops_the_run(tmp_path, cluster, f
     before = set(cluster.nodes())
     cluster.add_node({"blind_box": 1}, hide=shared)
     blind = next(iter(set(cluster.wait_for_nodes(3)) - before))
-    proc = psft_run(
-        str(_spec(tmp_path)),
-        "--workspace",
-        str(ws),
-        "--no-prefect",
-        "--ray-address",
-        cluster.address,
-        env=_env(cluster, fake_env),
-        timeout=600,
-    )
+    proc = _run_on(cluster, _spec(tmp_path), ws, fake_env)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert f"Ray node {blind[:12]}" in proc.stderr
     assert f"the workspace {ws.resolve()} does not exist on this node" in proc.stderr
