@@ -764,6 +764,8 @@ def cmd_store(args: argparse.Namespace) -> int:
     root = args.store or default_root()
     if root is None:
         raise UsageError("the shared store is off (PSFT_STORE=off); give --store DIR")
+    if root.exists() and not root.is_dir():
+        raise UsageError(f"the shared store {root} is a file, not a directory")
     if args.min_age < 0:
         raise UsageError("--min-age must be >= 0")
     shared = SharedStore(root)

@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 from psft_orchestrator.spec.errors import SpecError
 
 if TYPE_CHECKING:
-    from psft_orchestrator.plan.planner import Node
     from psft_orchestrator.configs.stages import Resources
+    from psft_orchestrator.plan.planner import Node
 
 ACCELERATOR_PREFIX = "accelerator_type:"  # Ray's resource for a node's accelerator type
 ACCELERATOR_AMOUNT = 0.001  # what Ray's `accelerator_type=` option asks of that resource

@@ -142,12 +142,13 @@ class SharedStore:
         return True
 
     def _take_over_if_stale(self, path: Path) -> None:
-        """Remove a claim whose heartbeat stopped (its run died), under a lock that makes the
-        look and the removal one step for every run that waits on it."""
+        """Remove a claim whose run died: its heartbeat stopped for longer than the lease, or
+        (at once) its process on this host is gone. Under a lock that makes the look and the
+        removal one step for every run that waits on it."""
         with open(path.with_suffix(".takeover"), "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             with contextlib.suppress(FileNotFoundError):
-                if time.time() - path.stat().st_mtime > self.lease_s:
+                if time.time() - path.stat().st_mtime > self.lease_s or _holder_gone(path):
                     print(f"note: taking over the stale store claim {path}", file=sys.stderr)
                     path.unlink()
 
@@ -205,6 +206,23 @@ def link_tree(src: Path, dest: Path, skip: tuple[str, ...] = ()) -> None:
 def _release(path: Path, token: str) -> None:
     if _claim_token(path) == token:
         path.unlink(missing_ok=True)
+
+
+def _holder_gone(path: Path) -> bool:
+    """True when the claim's process ran on this host and no longer exists."""
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False  # being written, or unreadable: the lease decides
+    if info.get("host") != socket.gethostname() or not isinstance(info.get("pid"), int):
+        return False
+    try:
+        os.kill(info["pid"], 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 def _claim_token(path: Path) -> str | None:

@@ -69,7 +69,7 @@ def test_a_waiting_process_gets_the_entry_the_claim_holder_publishes(tmp_path):
     assert not (root / "claims" / f"{FP}.json").exists()  # released
 
 
-def test_the_claim_of_a_killed_process_is_taken_over_once_stale(tmp_path):
+def test_the_claim_of_a_killed_process_is_taken_over(tmp_path):
     root = tmp_path / "store"
     holder = mp.get_context("spawn").Process(target=_hold_claim, args=(str(root), 600, None, 1.0))
     holder.start()
@@ -80,16 +80,28 @@ def test_the_claim_of_a_killed_process_is_taken_over_once_stale(tmp_path):
         assert time.time() - claim.stat().st_mtime < 1.0
         os.kill(holder.pid, signal.SIGKILL)
         holder.join(10)
-        store = SharedStore(root, lease_s=1.0, poll_s=0.1)
+        # Its process on this host is gone: taken over at once, not after the (long) lease.
+        store = SharedStore(root, lease_s=300, poll_s=0.1)
         t0 = time.monotonic()
         with store.claimed(FP, "taker") as ours:
-            assert ours
-            assert json.loads(claim.read_text())["pid"] == os.getpid()
-        assert 0.5 < time.monotonic() - t0 < 30  # waited for the lease to run out
+            assert ours and json.loads(claim.read_text())["pid"] == os.getpid()
+        assert time.monotonic() - t0 < 30
         assert not claim.exists()
     finally:
         if holder.is_alive():
             holder.kill()
+
+
+def test_a_claim_from_another_host_is_taken_over_when_its_heartbeat_stops(tmp_path):
+    """Its process cannot be looked up from here: only the lease tells that its run died."""
+    store = SharedStore(tmp_path / "store", lease_s=1.0, poll_s=0.1)
+    claim = store.claims / f"{FP}.json"
+    claim.parent.mkdir(parents=True)
+    claim.write_text(json.dumps({"token": "x", "host": "elsewhere", "pid": 1, "since": "-"}))
+    t0 = time.monotonic()
+    with store.claimed(FP, "taker") as ours:
+        assert ours
+    assert 0.9 < time.monotonic() - t0 < 30
 
 
 def _manifests(ws: Path) -> dict[str, dict]:
@@ -225,3 +237,27 @@ def test_a_store_that_is_a_file_is_refused_before_anything_is_written(tmp_path, 
         assert proc.returncode == 2, proc.stdout + proc.stderr
         assert f"--store: the shared store {afile} is a file, not a directory" in proc.stderr
     assert not (tmp_path / "ws").exists()
+
+
+def test_results_store_refuses_bad_input(tmp_path, fake_env):
+    afile = tmp_path / "file"
+    afile.write_text("x")
+    for args, message in (
+        (["--min-age", "-1"], "--min-age must be >= 0"),
+        (["--store", str(afile)], f"the shared store {afile} is a file"),
+        (["gc", "--store", str(afile)], f"the shared store {afile} is a file"),
+    ):
+        proc = subprocess.run(
+            [sys.executable, "-m", "psft_orchestrator.cli.results", "store", *args],
+            env=fake_env,
+            capture_output=True,
+            text=True,
+        )
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    off = subprocess.run(
+        [sys.executable, "-m", "psft_orchestrator.cli.results", "store"],
+        env={**fake_env, "PSFT_STORE": "off"},
+        capture_output=True,
+        text=True,
+    )
+    assert off.returncode == 2 and "the shared store is off" in off.stderr
