@@ -9,11 +9,15 @@ from pathlib import Path
 
 import pytest
 
+# Tests never touch the user's ~/.cache/psft-orchestrator/store: outside a test (module and
+# session fixtures) the shared store is off; each test gets a fresh one of its own.
+os.environ["PSFT_STORE"] = "off"
+
 
 @pytest.fixture(autouse=True)
 def private_store(tmp_path_factory, monkeypatch) -> Path:
-    """Each test's runs share nodes through a store of its own, never the user's
-    ~/.cache/psft-orchestrator/store (autouse fixtures come first, so `fake_env` copies it)."""
+    """Each test's runs share nodes through a store of its own (autouse fixtures come first
+    among a test's function fixtures, so `fake_env` copies it)."""
     root = tmp_path_factory.mktemp("store")
     monkeypatch.setenv("PSFT_STORE", str(root))
     return root
