@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 ACCELERATOR_PREFIX = "accelerator_type:"  # Ray's resource for a node's accelerator type
 ACCELERATOR_AMOUNT = 0.001  # what Ray's `accelerator_type=` option asks of that resource
+START_ATTEMPTS = 3  # tries to start a local Ray cluster (see `connect`)
 PROBE_TIMEOUT_S = float(os.environ.get("PSFT_PROBE_TIMEOUT_S", "180"))
 # Ray's names for what `resources:` calls cpus and gpus, as said in messages.
 SHOWN = {"CPU": "CPUs", "GPU": "GPUs"}
@@ -73,14 +74,16 @@ def connect(address: str | None) -> bool:
         log_to_driver=False,
         configure_logging=False,
     )
-    try:
-        ray.init(**options)
-    except Exception as e:  # Ray gives its raylet 30 s to register: too short on a loaded machine
-        if "timed out during startup" not in str(e):
-            raise
-        print(f"Ray start-up timed out; trying once more ({e})", file=sys.stderr)
-        ray.shutdown()
-        ray.init(**options)
+    # Ray gives its raylet a fixed 30 s to register, too short on a loaded machine: try again.
+    for attempt in range(1, START_ATTEMPTS + 1):
+        try:
+            ray.init(**options)
+            return True
+        except Exception as e:
+            if "timed out during startup" not in str(e) or attempt == START_ATTEMPTS:
+                raise
+            print(f"Ray start-up timed out; trying again ({e})", file=sys.stderr)
+            ray.shutdown()
     return True
 
 

@@ -40,8 +40,6 @@ class LocalRayCluster:
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.env = {**(env or os.environ), MARKER: self.id, "RAY_AUTH_MODE": "disabled"}
-        # A loaded machine: give the raylet and GCS time to come up.
-        self.env.setdefault("RAY_raylet_start_wait_time_s", str(start_timeout_s))
         self.timeout = start_timeout_s
 
     def add_node(
