@@ -22,6 +22,7 @@ import uuid
 from pathlib import Path
 
 MARKER = "PSFT_TEST_CLUSTER"
+NODE_MARKER = "PSFT_TEST_CLUSTER_NODE"  # one `ray start`, to undo a failed one
 RAY = str(Path(sys.executable).with_name("ray"))
 
 
@@ -48,9 +49,34 @@ class LocalRayCluster:
         num_cpus: int = 1,
         head: bool = False,
         hide: Path | None = None,
+        attempts: int = 3,
     ) -> None:
         """Start a node; with `hide`, in its own mount namespace with an empty tmpfs over
-        `hide`, so that this node sees another directory there than the rest of the cluster."""
+        `hide`, so that this node sees another directory there than the rest of the cluster.
+        Ray gives a node a fixed 30 s to register, which a loaded machine misses: then what
+        that `ray start` spawned is killed and it is tried again."""
+        for attempt in range(1, attempts + 1):
+            if head:
+                self.port = free_port()
+                self.address = f"127.0.0.1:{self.port}"
+            mark = uuid.uuid4().hex[:10]
+            proc = subprocess.run(
+                self._start_cmd(resources, num_cpus, head, hide),
+                env={**self.env, NODE_MARKER: mark},
+                capture_output=True,
+                text=True,
+                timeout=self.timeout,
+            )
+            if proc.returncode == 0:
+                return
+            self._kill(f"{NODE_MARKER}={mark}")
+            output = proc.stdout[-2000:] + proc.stderr[-2000:]
+            if "timed out during startup" not in output or attempt == attempts:
+                raise RuntimeError(f"ray start failed:\n{output}")
+
+    def _start_cmd(
+        self, resources: dict[str, float], num_cpus: int, head: bool, hide: Path | None
+    ) -> list[str]:
         cmd = [
             RAY,
             "start",
@@ -66,6 +92,7 @@ class LocalRayCluster:
             "--object-store-memory=100000000",
             "--disable-usage-stats",
             f"--temp-dir={self.temp_dir}",
+            "--node-ip-address=127.0.0.1",
         ]
         if head:
             cmd += [
@@ -73,20 +100,13 @@ class LocalRayCluster:
                 f"--port={self.port}",
                 "--include-dashboard=false",
                 f"--ray-client-server-port={free_port()}",
-                "--node-ip-address=127.0.0.1",
             ]
         else:
-            cmd += [f"--address={self.address}", "--node-ip-address=127.0.0.1"]
-        if hide is not None:
-            script = (
-                f"mount -t tmpfs psft-hidden {shlex.quote(str(hide))} && exec {shlex.join(cmd)}"
-            )
-            cmd = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script]
-        proc = subprocess.run(
-            cmd, env=self.env, capture_output=True, text=True, timeout=self.timeout
-        )
-        if proc.returncode != 0:
-            raise RuntimeError(f"ray start failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+            cmd += [f"--address={self.address}"]
+        if hide is None:
+            return cmd
+        script = f"mount -t tmpfs psft-hidden {shlex.quote(str(hide))} && exec {shlex.join(cmd)}"
+        return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script]
 
     def nodes(self) -> dict[str, dict[str, float]]:
         """Alive node id -> its resources (asked in a child process: this one never joins Ray)."""
@@ -116,27 +136,32 @@ class LocalRayCluster:
             time.sleep(2)
         raise TimeoutError(f"the Ray cluster at {self.address} did not reach {n} nodes")
 
-    def pids(self) -> list[int]:
-        """Processes carrying this cluster's marker (what `ray start` spawned, and theirs)."""
-        needle = f"{MARKER}={self.id}".encode()
+    def pids(self, needle: str | None = None) -> list[int]:
+        """Processes carrying this cluster's marker (what `ray start` spawned, and theirs), or
+        the environment entry `needle`."""
+        wanted = (needle or f"{MARKER}={self.id}").encode()
         found = []
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit() or int(entry.name) == os.getpid():
                 continue
             try:
-                if needle in (entry / "environ").read_bytes().split(b"\0"):
+                if wanted in (entry / "environ").read_bytes().split(b"\0"):
                     found.append(int(entry.name))
             except OSError:
                 continue
         return found
 
     def stop(self) -> None:
-        """SIGTERM, then SIGKILL, every process of this cluster; then remove its temp dir."""
+        """Kill every process of this cluster; then remove its temp dir."""
+        self._kill(f"{MARKER}={self.id}")
+        subprocess.run(["rm", "-rf", str(self.temp_dir)], check=False)
+
+    def _kill(self, needle: str) -> None:
+        """SIGTERM, then SIGKILL, the processes whose environment holds `needle`."""
         for sig, wait_s in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
-            for pid in self.pids():
+            for pid in self.pids(needle):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, sig)
             deadline = time.monotonic() + wait_s
-            while self.pids() and time.monotonic() < deadline:
+            while self.pids(needle) and time.monotonic() < deadline:
                 time.sleep(0.2)
-        subprocess.run(["rm", "-rf", str(self.temp_dir)], check=False)

@@ -18,6 +18,7 @@ import pytest
 from psft_orchestrator.run.shared_store import SharedStore
 
 from .conftest import SMALL, psft_run, run_cmd
+from .ray_cluster import LocalRayCluster
 
 FP = "ab" * 32
 
@@ -112,12 +113,26 @@ def _manifests(ws: Path) -> dict[str, dict]:
     return found
 
 
+@pytest.fixture(scope="module")
+def ray_address():
+    """One Ray cluster (2 CPUs) that this module's runs join: one start-up instead of one per
+    run, which a loaded machine may miss (Ray gives it a fixed 30 s)."""
+    cluster = LocalRayCluster()
+    try:
+        cluster.add_node({}, num_cpus=2, head=True)
+        cluster.wait_for_nodes(1)
+        yield cluster.address
+    finally:
+        cluster.stop()
+
+
 @pytest.mark.slow
-def test_two_concurrent_runs_on_one_store_compute_each_node_once(tmp_path, fake_env):
+def test_two_concurrent_runs_on_one_store_compute_each_node_once(tmp_path, fake_env, ray_address):
     env = {**fake_env, "PSFT_FAKE_SLEEP": "6"}
+    ray = ("--ray-address", ray_address)
     procs = [
         subprocess.Popen(
-            run_cmd(str(SMALL), "--workspace", str(tmp_path / ws), "--no-prefect"),
+            run_cmd(str(SMALL), "--workspace", str(tmp_path / ws), "--no-prefect", *ray),
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -148,8 +163,13 @@ def test_two_concurrent_runs_on_one_store_compute_each_node_once(tmp_path, fake_
 
 
 @pytest.mark.slow
-def test_a_new_workspace_reuses_the_store_then_gc_removes_what_no_index_uses(tmp_path, fake_env):
-    first = psft_run(str(SMALL), "--workspace", str(tmp_path / "a"), "--no-prefect", env=fake_env)
+def test_a_new_workspace_reuses_the_store_then_gc_removes_what_no_index_uses(
+    tmp_path, fake_env, ray_address
+):
+    ray = ("--ray-address", ray_address)
+    first = psft_run(
+        str(SMALL), "--workspace", str(tmp_path / "a"), "--no-prefect", *ray, env=fake_env
+    )
     assert first.returncode == 0, first.stdout + first.stderr
     second = psft_run(str(SMALL), "--workspace", str(tmp_path / "b"), env=fake_env)
     assert second.returncode == 0, second.stdout + second.stderr
@@ -183,6 +203,7 @@ def test_a_new_workspace_reuses_the_store_then_gc_removes_what_no_index_uses(tmp
         "--no-prefect",
         "--set",
         "train.lr=3e-6",
+        *ray,
         env=fake_env,
     )
     assert other.returncode == 0, other.stdout + other.stderr
