@@ -42,9 +42,15 @@ LEASE_S = float(os.environ.get("PSFT_STORE_LEASE_S", "60"))  # a claim older tha
 
 
 def default_root() -> Path | None:
-    """`$PSFT_STORE` (None when it says off), else ~/.cache/psft-orchestrator/store."""
+    """`$PSFT_STORE` (None when it says off), else ~/.cache/psft-orchestrator/store.
+
+    Under the fake backend (PSFT_FAKE_BACKEND=1, a test tool) only an explicit $PSFT_STORE is
+    used: its outputs carry the real nodes' fingerprints, and must never reach the user's store
+    where a real run would take them for computed models."""
     value = os.environ.get(ENV_ROOT, "").strip()
     if value.lower() in ("off", "0", "false", "no"):
+        return None
+    if not value and os.environ.get("PSFT_FAKE_BACKEND") == "1":
         return None
     return Path(value).expanduser() if value else DEFAULT_ROOT
 
