@@ -9,15 +9,16 @@ from pathlib import Path
 
 import pytest
 
-# Tests never touch the user's ~/.cache/psft-orchestrator/store: outside a test (module and
-# session fixtures) the shared store is off; each test gets a fresh one of its own.
+# Tests never touch the user's ~/.cache/psft-orchestrator/store, and the shared store is off
+# unless a test asks for one (`private_store`): a test that runs one spec in two workspaces
+# (a reference run, then a killed and resumed one) must compute both, not link the second.
 os.environ["PSFT_STORE"] = "off"
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture
 def private_store(tmp_path_factory, monkeypatch) -> Path:
-    """Each test's runs share nodes through a store of its own (autouse fixtures come first
-    among a test's function fixtures, so `fake_env` copies it)."""
+    """A fresh shared store for this test's runs. Ask for it before `fake_env` (for example
+    with `pytest.mark.usefixtures("private_store")`), which copies the environment."""
     root = tmp_path_factory.mktemp("store")
     monkeypatch.setenv("PSFT_STORE", str(root))
     return root

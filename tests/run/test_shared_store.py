@@ -20,6 +20,9 @@ from psft_orchestrator.run.shared_store import SharedStore
 from .conftest import SMALL, psft_run, run_cmd
 from .ray_cluster import LocalRayCluster
 
+# Every test here runs with a fresh shared store of its own (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("private_store")
+
 FP = "ab" * 32
 
 
