@@ -3,7 +3,9 @@ rendering, and both backends end to end on the toy micro model, cross-checked st
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -225,9 +227,11 @@ def test_llamafactory_and_native_dpo_agree(micro_model, pairs, tmp_path):
             rows[1]["loss"] < math.log(2) and rows[1]["rewards/margins"] > 0
         )  # the first update helped
     assert nat_rows[0]["grad_norm"] == pytest.approx(lf_rows[0]["grad_norm"], rel=0.01)
+    vocab = json.loads((Path(micro_model) / "config.json").read_text())["vocab_size"]
     for a, b in zip(nat_rows, lf_rows, strict=True):
         assert a["loss"] == pytest.approx(b["loss"], abs=3e-3)
         assert a["rewards/margins"] == pytest.approx(b["rewards/margins"], abs=5e-3)
         assert a["lr"] == pytest.approx(b["lr"])
-        # the one extra "\n" token per sequence: a small, one-signed offset of the summed log-probs
-        assert 0 < a["logps/chosen"] - b["logps/chosen"] < 0.05 * abs(b["logps/chosen"])
+        # the one extra "\n" token per sequence: a one-signed offset of the summed log-probs of
+        # about one token's -log p (log V for this nearly untrained model), whatever the lengths
+        assert 0 < a["logps/chosen"] - b["logps/chosen"] < 1.5 * math.log(vocab)
