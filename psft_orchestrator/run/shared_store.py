@@ -34,15 +34,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from psft_orchestrator.envs import cache_dir
+
 from .store import now_iso, write_json_atomic
 
-DEFAULT_ROOT = Path.home() / ".cache" / "psft-orchestrator" / "store"
 ENV_ROOT = "PSFT_STORE"  # a directory, or "off"
 LEASE_S = float(os.environ.get("PSFT_STORE_LEASE_S", "60"))  # a claim older than this is stale
 
 
 def default_root() -> Path | None:
-    """`$PSFT_STORE` (None when it says off), else ~/.cache/psft-orchestrator/store.
+    """`$PSFT_STORE` (None when it says off), else `<cache dir>/store` (envs.cache_dir).
 
     Under the fake backend (PSFT_FAKE_BACKEND=1, a test tool) only an explicit $PSFT_STORE is
     used: its outputs carry the real nodes' fingerprints, and must never reach the user's store
@@ -52,7 +53,7 @@ def default_root() -> Path | None:
         return None
     if not value and os.environ.get("PSFT_FAKE_BACKEND") == "1":
         return None
-    return Path(value).expanduser() if value else DEFAULT_ROOT
+    return Path(value).expanduser() if value else cache_dir() / "store"
 
 
 def check_root(root: Path, option: str) -> None:

@@ -289,11 +289,12 @@ def test_results_store_refuses_bad_input(tmp_path, fake_env):
 
 def test_fake_backend_never_uses_the_default_store(monkeypatch) -> None:
     """Fake outputs carry real fingerprints: only an explicitly named store may hold them."""
-    from psft_orchestrator.run.shared_store import DEFAULT_ROOT, default_root
+    from psft_orchestrator.envs import cache_dir
+    from psft_orchestrator.run.shared_store import default_root
 
     monkeypatch.delenv("PSFT_STORE", raising=False)
     monkeypatch.delenv("PSFT_FAKE_BACKEND", raising=False)
-    assert default_root() == DEFAULT_ROOT
+    assert default_root() == cache_dir() / "store"
     monkeypatch.setenv("PSFT_FAKE_BACKEND", "1")
     assert default_root() is None
     monkeypatch.setenv("PSFT_STORE", "/tmp/explicit-store")
