@@ -324,10 +324,21 @@ def grpo_overrides(
 
     Rendering and validation work anywhere; the rollout engine (vllm/sglang) needs GPUs.
     """
-    actor = "actor_rollout_ref.actor"
-    roll = "actor_rollout_ref.rollout"
-    mini = cfg.mini_batch_size or cfg.train_batch_size
     o = [
+        *_grpo_data(cfg, train_file, model_path),
+        *_grpo_actor(cfg),
+        *_grpo_rollout(cfg, rollout),
+        *_grpo_algorithm_and_reward(cfg),
+        *_grpo_trainer(cfg, checkpoint_dir, name, nnodes, n_gpus),
+    ]
+    if ray_address:
+        o.append(kv("+ray_kwargs.ray_init.address", ray_address))
+    return o
+
+
+def _grpo_data(cfg: GRPOConfig, train_file: str | Path, model_path: str | Path) -> list[str]:
+    """The prompts and the policy model."""
+    return [
         kv("data.train_files", str(train_file)),
         # main_ppo always builds a validation set; we never validate inside verl (our eval stage
         # does), so it is the train file and val_before_train / test_freq are off.
@@ -341,6 +352,14 @@ def grpo_overrides(
         kv("data.seed", cfg.seed),
         kv("actor_rollout_ref.model.path", str(model_path)),
         "actor_rollout_ref.model.use_remove_padding=true",
+    ]
+
+
+def _grpo_actor(cfg: GRPOConfig) -> list[str]:
+    """The actor's optimizer, batches and DAPO clipped loss."""
+    actor = "actor_rollout_ref.actor"
+    mini = cfg.mini_batch_size or cfg.train_batch_size
+    return [
         kv(f"{actor}.optim.lr", cfg.lr),
         kv(f"{actor}.optim.weight_decay", cfg.weight_decay),
         kv(f"{actor}.optim.betas", list(cfg.betas)),
@@ -363,6 +382,13 @@ def grpo_overrides(
         f"{actor}.calculate_entropy=true",
         kv(f"{actor}.data_loader_seed", cfg.seed),
         kv(f"{actor}.checkpoint.save_contents", ["model", "optimizer", "extra", "hf_model"]),
+    ]
+
+
+def _grpo_rollout(cfg: GRPOConfig, rollout: str) -> list[str]:
+    """Sampling the group of responses per prompt (and the log-prob passes)."""
+    roll = "actor_rollout_ref.rollout"
+    return [
         kv(f"{roll}.name", rollout),
         kv(f"{roll}.n", cfg.rollout_n),
         kv(f"{roll}.temperature", cfg.temperature),
@@ -370,6 +396,12 @@ def grpo_overrides(
         f"{roll}.tensor_model_parallel_size=1",
         kv(f"{roll}.log_prob_micro_batch_size_per_gpu", cfg.micro_batch_size),
         kv("actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu", cfg.micro_batch_size),
+    ]
+
+
+def _grpo_algorithm_and_reward(cfg: GRPOConfig) -> list[str]:
+    """GRPO advantages, dynamic sampling and the DAPO reward with its overlong shaping."""
+    return [
         "algorithm.adv_estimator=grpo",
         "algorithm.norm_adv_by_std_in_grpo=true",
         "algorithm.use_kl_in_reward=false",
@@ -384,6 +416,14 @@ def grpo_overrides(
         kv("+reward.reward_kwargs.overlong_buffer_cfg.penalty_factor", cfg.overlong_penalty),
         "+reward.reward_kwargs.overlong_buffer_cfg.log=false",
         kv("+reward.reward_kwargs.max_resp_len", cfg.max_response_length),
+    ]
+
+
+def _grpo_trainer(
+    cfg: GRPOConfig, checkpoint_dir: str | Path, name: str, nnodes: int, n_gpus: int
+) -> list[str]:
+    """Length of the run, checkpoints, logging and the cluster shape."""
+    return [
         kv("trainer.total_training_steps", cfg.total_steps),
         # Enough epochs that total_training_steps, not the epoch count, ends the run.
         kv("trainer.total_epochs", cfg.total_steps),
@@ -403,6 +443,3 @@ def grpo_overrides(
         kv("trainer.n_gpus_per_node", n_gpus),
         "trainer.device=cuda",
     ]
-    if ray_address:
-        o.append(kv("+ray_kwargs.ray_init.address", ray_address))
-    return o
