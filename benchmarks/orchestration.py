@@ -73,6 +73,25 @@ def run(
     return wall, (first - start_clock if first else None)
 
 
+BARE_RAY = """
+import ray
+ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+ray.get(ray.remote(lambda: 1).remote())
+"""
+
+
+def bare_ray_start() -> float:
+    """The floor of any run's start-up: a fresh interpreter starts Ray and runs one task."""
+    start = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-c", BARE_RAY],
+        check=True,
+        env={**os.environ, "RAY_AUTH_MODE": "disabled"},
+        capture_output=True,
+    )
+    return time.perf_counter() - start
+
+
 def node_overheads(ws: Path) -> list[float]:
     """Per computed node of the latest run: its wall time minus the backend's own seconds."""
     record = json.loads(sorted((ws / "runs").glob("*.json"))[-1].read_text())
@@ -140,6 +159,7 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory() as tmp:
         ws = Path(tmp) / "ws"
+        floor = bare_ray_start()
         first, startup = run(args.spec, ws, not args.no_prefect)
         overheads = node_overheads(ws)
         cached, _ = run(args.spec, ws, not args.no_prefect)
@@ -150,6 +170,8 @@ def main() -> None:
     print(
         f"  start-up to first node running {startup:7.2f} s  (target <= 10 s; {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f})"
     )
+    print(f"  baseline: bare Ray start + 1 task {floor:7.2f} s  (same run, a fresh interpreter)")
+    print(f"  start-up / bare Ray start      {startup / floor:7.2f}")
     print(
         f"  overhead per node, median      {statistics.median(overheads):7.2f} s  (max {max(overheads):.2f} s)"
     )

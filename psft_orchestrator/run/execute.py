@@ -1,8 +1,8 @@
-"""Execute a plan: one Prefect flow run, one Prefect task run per node, one Ray task per node.
+"""Execute a plan: one Ray task per node, mirrored as one Prefect flow run (`prefect_flow`).
 
-Each node runs in its own thread, which waits for its parents, then submits a Ray task with
-the node's resources; the Ray task starts the backend worker as a subprocess with the
-backend's interpreter (`python -m psft_orchestrator.backends.worker job.json`). Ray decides
+Each node runs in its own thread (`schedule.Schedule`), which waits for its parents, then
+submits a Ray task with the node's resources; the Ray task starts the backend worker as a
+subprocess with the backend's interpreter (`python -m psft_orchestrator.backends.worker job.json`). Ray decides
 what runs concurrently, so independent branches run at once up to the cluster's resources.
 The orchestrator process alone writes the DuckDB index, right after each node finishes.
 
@@ -14,17 +14,14 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import json
-import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import copy_context
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +31,6 @@ from psft_orchestrator.contract import (
     InputRef,
     Job,
     Manifest,
-    NodeStatus,
     ParentRef,
 )
 from psft_orchestrator.envs import backend_python
@@ -42,31 +38,17 @@ from psft_orchestrator.plan.fingerprint import backend_version
 from psft_orchestrator.plan.planner import Node, Plan
 from psft_orchestrator.spec.errors import SpecError
 
-from . import cluster, prefect_db, store
+from . import cluster, prefect_flow, store
 from .console import RunView, chatter_to, print_summary
 from .faults import kill_point
 from .inputs import MissingInput, materialize_prepared, materialize_toy, resolve_hub
 from .lock import WorkspaceBusy, workspace_lock
+from .schedule import NodeResult, Schedule
 from .shared_store import SharedStore
 
 # Extra attempts after a failure that may not happen again: the worker exited with anything but
 # EXIT_DETERMINISTIC, or Ray lost the worker (node died, OOM-killed, signal).
 RETRIES = 1
-
-
-@dataclass
-class NodeResult:
-    node_id: str
-    stage: str
-    fingerprint: str
-    status: NodeStatus
-    duration_s: float = 0.0
-    backend_s: float | None = None
-    error: str = ""
-    log: str = ""
-    summary: dict[str, Any] = field(default_factory=dict)
-    attempts: int = 0
-    reused: bool = False  # linked from the shared store, not computed (status "cached")
 
 
 class NodeFailed(Exception):
@@ -112,7 +94,7 @@ def _run_locked(
     ctx: RunContext, forced: set[str], ray_address: str | None, use_prefect: bool
 ) -> bool:
     started = time.time()
-    plan, ws, run_id, quiet = ctx.plan, ctx.ws, ctx.run_id, ctx.quiet
+    plan, ws, quiet = ctx.plan, ctx.ws, ctx.quiet
     store.clean_stale_tmp(ws)
     ctx.forced = forced
     kill_point("start")
@@ -128,15 +110,7 @@ def _run_locked(
     if not todo:
         results = {n.id: ctx.cached(n) for n in plan.nodes}
     else:
-        # Prefect, Ray, tqdm and transformers print to the run's log; the view to the terminal.
-        log = ws / "runs" / f"{run_id}.log"
-        with (
-            chatter_to(log) as out,
-            _started(ctx, ray_address, todo, log, use_prefect),
-            RunView(ws, run_id, out, quiet, pending=[n.id for n in todo]) as view,
-        ):
-            ctx.view = view
-            results = _run_prefect(ctx) if use_prefect else _schedule(ctx, ctx.execute)
+        results = _run_nodes(ctx, todo, ray_address, use_prefect)
     record = _write_run_record(ctx, results, started)
     kill_point("end")
     _ingest_run_record(ws, record, plan)
@@ -146,23 +120,39 @@ def _run_locked(
     return all(r.status in ("success", "cached") for r in results.values())
 
 
-@contextlib.contextmanager
-def _started(
-    ctx: RunContext, address: str | None, todo: list[Node], log: Path, use_prefect: bool
-) -> Iterator[None]:
-    """Start-up, held for the run: join or start Ray, build the inputs, start Prefect's server.
+def _run_nodes(
+    ctx: RunContext, todo: list[Node], ray_address: str | None, use_prefect: bool
+) -> dict[str, NodeResult]:
+    """Start up, run the schedule, and (with Prefect) mirror it as a flow run."""
+    # Prefect, Ray, tqdm and transformers print to the run's log; the view to the terminal.
+    log = ctx.ws / "runs" / f"{ctx.run_id}.log"
+    with (
+        chatter_to(log) as out,
+        _started(ctx, ray_address, todo, log),
+        RunView(ctx.ws, ctx.run_id, out, ctx.quiet, pending=[n.id for n in todo]) as view,
+    ):
+        ctx.view = view
+        # Prefect's temporary server starts once the nodes are running, beside them: it takes
+        # seconds of CPU that Ray's start-up would otherwise share on a small machine.
+        running = Schedule(ctx.plan.nodes, ctx.execute, ctx.skip).start()
+        if not use_prefect:
+            return running.results()
+        return prefect_flow.mirror(ctx, running, prefect_flow.start_server(ctx.ws))
 
-    Ray's start and Prefect's temporary server mostly wait on their subprocesses, so the inputs
-    (torch and transformers imports) are built in a thread meanwhile, and Prefect's server
-    starts in another: start-up is the longest of the three, not their sum. Ray stays in the
-    main thread (it installs signal handlers there). Once Ray is up, and before any node runs,
-    a node no Ray node can hold and a Ray node that does not see the workspace stop the run
-    (SpecError, exit 2; `_check_cluster`).
+
+@contextlib.contextmanager
+def _started(ctx: RunContext, address: str | None, todo: list[Node], log: Path) -> Iterator[None]:
+    """Start-up, held for the run: join or start Ray, and build the inputs meanwhile.
+
+    Ray's start mostly waits on its subprocesses, so the inputs (toy models need torch and
+    transformers unless the machine's cache has them) are built in a thread meanwhile:
+    start-up is the longer of the two, not their sum. Ray stays in the main thread (it
+    installs signal handlers there). Once Ray is up, and before any node runs, a node no Ray
+    node can hold and a Ray node that does not see the workspace stop the run (SpecError,
+    exit 2; `_check_cluster`).
     """
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="start-up") as pool:
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="start-up") as pool:
         inputs = pool.submit(copy_context().run, _materialize_inputs, ctx.plan, todo)
-        if use_prefect:
-            pool.submit(_start_prefect_server, ctx.ws)
         ray_started = _start_ray(address)
         try:
             _check_cluster(ctx, todo, log)
@@ -213,221 +203,6 @@ def _flat_inputs(node: Node) -> list[InputRef]:
     return [r for v in node.inputs.values() for r in (v if isinstance(v, list) else [v])]
 
 
-# ---------------------------------------------------------------- scheduling
-
-
-def _schedule(
-    ctx: RunContext,
-    execute: Callable[[Node], NodeResult],
-    skip: Callable[[Node, str], NodeResult] | None = None,
-) -> dict[str, NodeResult]:
-    """A thread per node: wait for its parents, then run it (or skip it if a parent failed)."""
-    results: dict[str, NodeResult] = {}
-    done = {n.id: threading.Event() for n in ctx.plan.nodes}
-    context = copy_context()  # Prefect's flow-run context must reach the node threads
-
-    def worker(node: Node) -> None:
-        try:
-            for parent in node.parents.values():
-                done[parent.id].wait()
-            bad = [
-                p.id
-                for p in node.parents.values()
-                if results[p.id].status in ("failed", "upstream_failed")
-            ]
-            if bad:
-                results[node.id] = (skip or ctx.skip)(node, f"upstream failed: {', '.join(bad)}")
-            else:
-                results[node.id] = execute(node)
-        except BaseException as e:  # never leave a waiting child hanging
-            results[node.id] = NodeResult(
-                node.id, node.stage, node.fingerprint, "failed", error=f"{type(e).__name__}: {e}"
-            )
-        finally:
-            done[node.id].set()
-
-    threads = [
-        threading.Thread(target=context.copy().run, args=(worker, n), name=n.id, daemon=True)
-        for n in ctx.plan.nodes
-    ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return {n.id: results[n.id] for n in ctx.plan.nodes}
-
-
-def _run_prefect(ctx: RunContext) -> dict[str, NodeResult]:
-    """The same schedule inside one Prefect flow run, each node a Prefect task run."""
-    configure_prefect(ctx.ws)
-    from prefect import flow, task
-    from prefect.cache_policies import NO_CACHE
-    from prefect.states import Cancelled, Completed, Failed
-
-    def as_state(result: NodeResult):
-        if result.status == "cached":
-            return Completed(
-                name="Cached", message=f"done before: {result.fingerprint[:16]}", data=None
-            )
-        if result.status == "success":
-            return Completed(message=json.dumps(result.summary)[:500], data=None)
-        if result.status == "upstream_failed":
-            return Cancelled(name="UpstreamFailed", message=result.error)
-        from prefect import get_run_logger
-
-        # Logged lines render as lines in the UI; a state message is shown as one string.
-        get_run_logger().error(f"{result.error}\nlog: {result.log}")
-        return Failed(message=result.error.splitlines()[0] if result.error else "failed")
-
-    def node_task(node: Node, run: Callable[[], NodeResult] | None = None) -> NodeResult:
-        holder: dict[str, NodeResult] = {}
-
-        def body() -> Any:
-            stop = threading.Event()
-            if run is None and node.output_type == "model":
-                watcher = threading.Thread(
-                    target=copy_context().run,
-                    args=(_publish_progress, ctx, node, stop),
-                    daemon=True,
-                )
-                watcher.start()
-            try:
-                holder["r"] = run() if run else ctx.execute(node)
-            finally:
-                stop.set()
-            return as_state(holder["r"])
-
-        tags = [
-            f"kind:{node.kind}",
-            f"backend:{node.backend}",
-            *(f"{k}:{v}" for k, v in node.labels.items() if k in ("method", "model")),
-        ]
-        task(body, name=node.id, tags=tags, cache_policy=NO_CACHE, persist_result=False)(
-            return_state=True
-        )
-        return holder["r"]
-
-    @flow(
-        name=f"psft-{ctx.plan.pipeline.name}",
-        flow_run_name=ctx.run_id,
-        persist_result=False,
-        log_prints=False,
-    )
-    def pipeline_flow() -> Any:
-        results = _schedule(
-            ctx, node_task, lambda node, why: node_task(node, lambda: ctx.skip(node, why))
-        )
-        holder["results"] = results
-        _publish(ctx, results)
-        failed = [r.node_id for r in results.values() if r.status == "failed"]
-        if failed:  # the flow run ends Failed, not Completed with a red task run
-            return Failed(message=f"{len(failed)} node(s) failed: {', '.join(failed)}")
-        return None
-
-    holder: dict[str, dict[str, NodeResult]] = {}
-    pipeline_flow(return_state=True)
-    return holder["results"]
-
-
-def _publish_progress(
-    ctx: RunContext, node: Node, stop: threading.Event, every_s: float = 2.0
-) -> None:
-    """A Prefect progress artifact for a training node, fed by the trainer's progress.json."""
-    from prefect.artifacts import create_progress_artifact, update_progress_artifact
-
-    path = store.build_dir(ctx.ws, node.stage, node.fp16) / "progress.json"
-    artifact_id, shown = None, -1.0
-    while not stop.wait(every_s):
-        info = _read_json(path)
-        if not info.get("total"):
-            continue
-        pct = round(100.0 * info["step"] / info["total"], 1)
-        if artifact_id is None:
-            artifact_id = create_progress_artifact(pct, description=f"{node.id}: optimizer steps")
-        elif pct != shown:
-            update_progress_artifact(artifact_id, pct)
-        shown = pct
-
-
-def configure_prefect(ws: Path) -> None:
-    """Defaults for Prefect, set before it is imported: the workspace's own Prefect home (its
-    SQLite database), and patience for the temporary server on a loaded 2-core machine. With
-    PREFECT_API_URL set (see `make ui`), runs go to that server instead."""
-    os.environ.setdefault("PREFECT_HOME", str(ws / ".prefect"))
-    # Prefect looks for its memo store under ~/.prefect whatever PREFECT_HOME says; without one
-    # it warns and re-registers every block type at each server start (seconds, every run).
-    home = Path(os.environ["PREFECT_HOME"])
-    home.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("PREFECT_SERVER_MEMO_STORE_PATH", str(home / "memo_store.toml"))
-    url_file = ws / ".prefect" / "api_url"  # written by `make ui` (scripts/prefect_ui.sh)
-    if (
-        "PREFECT_API_URL" not in os.environ
-        and url_file.exists()
-        and _server_up(url_file.read_text().strip())
-    ):
-        os.environ["PREFECT_API_URL"] = url_file.read_text().strip()
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-
-
-def _start_prefect_server(ws: Path) -> None:
-    """Start Prefect's temporary server now, unless a server is configured. It is a singleton:
-    the flow run finds it started. A failure here is left for the flow run to report."""
-    try:
-        configure_prefect(ws)
-        from prefect.settings import PREFECT_API_URL
-
-        if not PREFECT_API_URL.value():
-            from prefect.server.api.server import SubprocessASGIServer
-
-            home = Path(os.environ["PREFECT_HOME"])
-            new_database = False  # Prefect will create and migrate it
-            if prefect_db.default_database(home):
-                prefect_db.seed(home)
-                new_database = not prefect_db.exists(home)
-            SubprocessASGIServer().start()
-            if new_database:  # migrated by this start, and no flow run in it yet
-                prefect_db.save_template(home)
-    except Exception as e:  # the flow run starts it again and fails there with the real error
-        print(f"Prefect server pre-start failed: {e}", file=sys.stderr)
-
-
-def _server_up(api_url: str) -> bool:
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(f"{api_url}/health", timeout=2) as r:
-            return r.status == 200
-    except OSError:
-        return False
-
-
-def _publish(ctx: RunContext, results: dict[str, NodeResult]) -> None:
-    """Prefect artifacts: the run summary and the spec's result tables."""
-    from prefect.artifacts import create_markdown_artifact, create_table_artifact
-
-    rows = [
-        {
-            "node": r.node_id,
-            "status": r.status,
-            "seconds": round(r.duration_s, 1),
-            **{k: v for k, v in r.summary.items() if isinstance(v, int | float)},
-        }
-        for r in results.values()
-    ]
-    create_table_artifact(rows, key="run-summary", description=f"{ctx.run_id}: node status")
-    try:
-        from psft_orchestrator.results.tables import publish_tables
-
-        for name, markdown in publish_tables(ctx.ws, ctx.plan.pipeline.name, ctx.run_id):
-            create_markdown_artifact(
-                markdown, key=f"table-{name}".lower().replace("_", "-"), description=name
-            )
-    except Exception as e:
-        print(f"note: could not publish result tables: {e}", file=sys.stderr)
-
-
 # ---------------------------------------------------------------- one node
 
 
@@ -453,7 +228,7 @@ class RunContext:
 
     def cached(self, node: Node) -> NodeResult:
         d = node.artifact_dir(self.ws)
-        summary = _read_json(d / "summary.json")
+        summary = store.read_json(d / "summary.json")
         return NodeResult(
             node.id,
             node.stage,
@@ -585,7 +360,7 @@ class RunContext:
         if rc != 0:
             failed = store.keep_failed(self.ws, tmp, node.stage, fp16)
             flog = failed / "logs" / "stage.log"
-            err = _read_json(failed / "error.json")
+            err = store.read_json(failed / "error.json")
             what = infra_error or (
                 f"{err['type']}: {err['message']}" if err else f"worker exited with status {rc}"
             )
@@ -594,7 +369,7 @@ class RunContext:
             retry = infra_error is not None or rc != EXIT_DETERMINISTIC
             raise NodeFailed(f"{what}\n--- last lines of {flog} ---\n{tail}", str(flog), retry)
         kill_point("trained", node.id)
-        summary = _read_json(tmp / "summary.json")
+        summary = store.read_json(tmp / "summary.json")
         manifest = self._manifest(node, job, python, t0, started, attempt, where)
         store.finalize(tmp, node.artifact_dir(self.ws), manifest.model_dump(mode="json"))
         kill_point("moved", node.id)
@@ -837,13 +612,6 @@ def _print_claims(plan: Plan, ws: Path, quiet: bool, run_id: str) -> None:
             f"note: claims not printed ({e}); try `psft-results --workspace {ws} claims`",
             file=sys.stderr,
         )
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 def _tail(path: Path, n: int) -> str:

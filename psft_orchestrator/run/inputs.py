@@ -1,9 +1,10 @@
 """Materialise declared inputs before nodes use them: toy-world data and models, hub datasets,
 hub model references.
 
-Toy inputs are generated deterministically, and hub (or column-mapped) datasets converted to our
-row format (`data.prepare`), into `<workspace>/inputs/` under a content key, so they are made
-once and shared by every run. `hf:` model references resolve from the local Hugging Face cache
+Toy inputs are generated deterministically into this machine's cache (`envs.cache_dir()`), and
+copied from there, and hub (or column-mapped) datasets converted to our row format
+(`data.prepare`), into `<workspace>/inputs/` under a content key, so they are made once and
+shared by every run. `hf:` model references resolve from the local Hugging Face cache
 only; nothing is ever downloaded.
 """
 
@@ -11,9 +12,11 @@ from __future__ import annotations
 
 import os
 import shutil
+from importlib.metadata import version
 from pathlib import Path
 
 from psft_orchestrator.contract import InputRef
+from psft_orchestrator.envs import cache_dir
 from psft_orchestrator.plan.planner import Plan, ToyInput
 
 
@@ -54,12 +57,27 @@ def materialize_prepared(plan: Plan, names: set[str]) -> None:
 
 
 def materialize_toy(plan: Plan, names: set[str]) -> None:
+    """Each needed toy input, copied into the workspace from this machine's cache (made there
+    first if missing): a new workspace does not pay torch's and transformers' imports, seconds
+    of start-up, for a toy model the machine has already written."""
     for name in sorted(names):
         toy = plan.toy_inputs[name]
         path = toy.path(plan.workspace.resolve())
         if path.exists():
             continue
-        _make(toy, path)
+        cached = machine_cached(toy)
+        if not cached.exists():
+            _make(toy, cached)
+        _copy_atomic(cached, path)
+
+
+def machine_cached(toy: ToyInput) -> Path:
+    """Where this machine keeps the toy input: under its content key and, for a model (whose
+    random initial weights come from torch's and transformers' code), their versions."""
+    root = cache_dir() / "toy-inputs"
+    if toy.what == "model":
+        root = root / f"torch-{version('torch')}-transformers-{version('transformers')}"
+    return root / toy.path(Path("/")).name
 
 
 def _make(toy: ToyInput, path: Path) -> None:
@@ -75,7 +93,28 @@ def _make(toy: ToyInput, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     make_tiny_model(tmp, size=toy.decl.toy, seed=0)
-    os.rename(tmp, path)
+    _rename_or_keep(tmp, path)
+
+
+def _copy_atomic(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
+    if src.is_dir():
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(src, tmp)
+    else:
+        shutil.copyfile(src, tmp)
+    _rename_or_keep(tmp, dst)
+
+
+def _rename_or_keep(tmp: Path, final: Path) -> None:
+    """Move `tmp` into place; when a concurrent run got there first, keep its (identical) copy."""
+    try:
+        os.rename(tmp, final)
+    except OSError:
+        if not final.exists():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def resolve_hub(ref: InputRef) -> InputRef:

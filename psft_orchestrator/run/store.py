@@ -31,6 +31,14 @@ def write_json_atomic(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
+def read_json(path: Path) -> dict[str, Any]:
+    """The JSON object in `path`, or {} when it is missing or half-written."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
 def build_dir(workspace: Path, stage: str, fp16: str) -> Path:
     """Where this process builds a node (see `tmp_dir`); the live view reads progress there."""
     return workspace / "artifacts" / ".tmp" / f"{stage}-{fp16}-{os.getpid()}"

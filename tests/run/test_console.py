@@ -14,7 +14,7 @@ import pytest
 
 from psft_orchestrator.contract import MetricsWriter, write_progress
 from psft_orchestrator.run.console import RunView, chatter_to
-from psft_orchestrator.run.execute import NodeResult
+from psft_orchestrator.run.schedule import NodeResult
 
 from .conftest import SMALL, run_cmd
 

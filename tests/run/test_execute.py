@@ -260,8 +260,22 @@ def test_all_cached_run_starts_neither_ray_nor_prefect(tmp_path: Path, fake_env,
         raise AssertionError("an all-cached run must not start Ray or Prefect")
 
     monkeypatch.setattr(execute, "_start_ray", forbidden)
-    monkeypatch.setattr(execute, "_run_prefect", forbidden)
+    monkeypatch.setattr(execute.prefect_flow, "mirror", forbidden)
     assert execute.run_plan(build_plan(SMALL, workspace=ws), use_prefect=True, quiet=True)
+
+
+def test_unreachable_prefect_costs_the_record_not_the_run(tmp_path: Path, fake_env):
+    """Prefect only mirrors the run: with its API unreachable every node still runs, and the
+    terminal says the run was not recorded."""
+    env = {
+        **fake_env,
+        "PREFECT_API_URL": "http://127.0.0.1:9/api",
+        "PREFECT_CLIENT_MAX_RETRIES": "0",
+    }
+    proc = psft_run(str(SMALL), "--workspace", str(tmp_path / "ws"), env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "warning: Prefect could not record this run" in proc.stdout
+    assert sorted(manifests(tmp_path / "ws")) == sorted(NODES)
 
 
 def test_lost_ray_worker_is_retried(tmp_path: Path, fake_env):
