@@ -103,6 +103,7 @@ def test_live_rows_under_a_real_terminal(tmp_path: Path, fake_env):
     ws, done = tmp_path / "ws", tmp_path / "done"
     tmux = ["tmux", "-L", f"psft-test-{os.getpid()}"]  # a private server: it gets our env
     env = {**fake_env, "PSFT_FAKE_SLEEP": "40", "PSFT_FAKE_STEPS": "40"}
+    env["PSFT_CACHE_DIR"] = str(tmp_path / "cache")  # the toy model is written by this run
     env.pop("TMUX", None)
     cmd = " ".join(run_cmd(str(SMALL), "--workspace", str(ws), "--no-prefect"))
     shell = f"{cmd}; echo exit=$? > {done}; sleep 600"
