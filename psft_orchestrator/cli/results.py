@@ -124,6 +124,25 @@ def _add_table_commands(sub: Subparsers) -> None:
         help="definition directory (repeatable; default: results/tables and <workspace>/tables)",
     )
 
+    _add_table_command(sub)
+    _add_pivot_command(sub)
+    sp = _command(
+        sub,
+        "import",
+        cmd_import,
+        "load published results (CSV: table,model,method,benchmark,score[,reported_avg])",
+    )
+    sp.add_argument("file", type=Path)
+    sp.add_argument("--source", required=True, help="a name for these numbers, e.g. paper")
+    _command(
+        sub,
+        "reindex",
+        cmd_reindex,
+        "rebuild the index from the workspace's artifacts, run records and imports",
+    )
+
+
+def _add_table_command(sub: Subparsers) -> None:
     sp = _command(sub, "table", cmd_table, "compute and print one defined table")
     sp.add_argument("name")
     _format_arg(sp, ("markdown", "latex", "csv", "json"), "markdown")
@@ -155,6 +174,8 @@ def _add_table_commands(sub: Subparsers) -> None:
         help="add each column's evaluation protocols (backend, sampling, k, judge, versions)",
     )
 
+
+def _add_pivot_command(sub: Subparsers) -> None:
     sp = _command(
         sub, "pivot", cmd_pivot, "group eval scores (or final metrics) into a rows x columns table"
     )
@@ -178,22 +199,6 @@ def _add_table_commands(sub: Subparsers) -> None:
     sp.add_argument("--decimals", type=int, default=2)
     _run_arg(sp)
     _format_arg(sp, ("markdown", "latex", "csv", "json", "table"), "markdown")
-
-    sp = _command(
-        sub,
-        "import",
-        cmd_import,
-        "load published results (CSV: table,model,method,benchmark,score[,reported_avg])",
-    )
-    sp.add_argument("file", type=Path)
-    sp.add_argument("--source", required=True, help="a name for these numbers, e.g. paper")
-
-    _command(
-        sub,
-        "reindex",
-        cmd_reindex,
-        "rebuild the index from the workspace's artifacts, run records and imports",
-    )
 
 
 def _add_statistics_commands(sub: Subparsers) -> None:

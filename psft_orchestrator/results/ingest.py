@@ -14,11 +14,13 @@ so a thousand nodes of a thousand steps each take seconds, not minutes.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,7 +44,7 @@ if TYPE_CHECKING:
 
 EXTERNAL_DIR = "external"
 SOURCE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-EXTERNAL_COLUMNS = ("table", "model", "method", "benchmark", "score")
+EXTERNAL_CSV_COLUMNS = ("table", "model", "method", "benchmark", "score")
 
 # Metrics are staged in a temp table first (outside the transaction, because a parse error
 # aborts a DuckDB transaction and we want a per-file fallback), then copied in one go: one
@@ -100,27 +102,23 @@ def ingest_nodes(con: duckdb.DuckDBPyConnection, node_dirs: list[Path]) -> list[
 
     tables = _arrow_tables(parsed)
     _stage_metrics(con, [(p.node["fingerprint"], p.metrics_path) for p in parsed if p.metrics_path])
-    con.begin()
     try:
-        con.register("_fps", pa.table({"fingerprint": pa.array(fps, pa.string())}))
-        # Replace, never duplicate. Only nodes already indexed need deleting, and skipping the
-        # delete for new ones matters: deleting from `metrics` scans the whole table.
-        if con.execute(
-            "SELECT count(*) FROM nodes WHERE fingerprint IN (SELECT fingerprint FROM _fps)"
-        ).fetchall()[0][0]:
-            for table, key in NODE_TABLES.items():
-                con.execute(f"DELETE FROM {table} WHERE {key} IN (SELECT fingerprint FROM _fps)")
-        for table, arrow in tables.items():
-            con.register("_in", arrow)
-            con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _in")
-            con.unregister("_in")
-        for sql in _KV_COPY:
-            con.execute(sql)
-        con.unregister("_fps")
-        con.commit()
-    except BaseException:
-        con.rollback()
-        raise
+        with _transaction(con):
+            con.register("_fps", pa.table({"fingerprint": pa.array(fps, pa.string())}))
+            # Replace, never duplicate. Only nodes already indexed need deleting, and skipping
+            # the delete for new ones matters: deleting from `metrics` scans the whole table.
+            if con.execute(
+                "SELECT count(*) FROM nodes WHERE fingerprint IN (SELECT fingerprint FROM _fps)"
+            ).fetchall()[0][0]:
+                for table, key in NODE_TABLES.items():
+                    con.execute(
+                        f"DELETE FROM {table} WHERE {key} IN (SELECT fingerprint FROM _fps)"
+                    )
+            for table, arrow in tables.items():
+                _insert(con, table, arrow)
+            for sql in _KV_COPY:
+                con.execute(sql)
+            con.unregister("_fps")
     finally:
         con.execute("DROP TABLE IF EXISTS _kv")
     return [p.node["fingerprint"] for p in parsed]
@@ -210,71 +208,93 @@ def _read_scores(path: Path, fp: str) -> list[dict[str, Any]]:
     return rows
 
 
-def _arrow_tables(parsed: list[NodeFiles]) -> dict[str, pa.Table]:
+# Arrow column types of the rows ingested from Python (the tables' DDL is in `store.py`):
+# "ts" is a UTC timestamp, the rest are pyarrow type names.
+NODE_COLUMNS = {
+    **dict.fromkeys(("fingerprint", "run_id", "spec_name", "stage", "node_id"), "string"),
+    **dict.fromkeys(("kind", "method", "model", "backend"), "string"),
+    "seed": "int64",
+    "status": "string",
+    "started_at": "ts",
+    "ended_at": "ts",
+    "duration_s": "float64",
+    **dict.fromkeys(("output_type", "host"), "string"),
+    "attempt": "int32",
+    **dict.fromkeys(("config", "labels", "versions", "artifact_path"), "string"),
+}
+SCORE_COLUMNS = {
+    **dict.fromkeys(("fingerprint", "suite", "benchmark", "metric"), "string"),
+    "value": "float64",
+    "n": "int32",
+    "stderr": "float64",
+    "step": "int64",
+    "protocol": "string",
+}
+LABEL_COLUMNS = dict.fromkeys(("fingerprint", "key", "value"), "string")
+LINEAGE_COLUMNS = dict.fromkeys(("child", "parent", "parent_node_id"), "string")
+RUN_COLUMNS = {
+    **dict.fromkeys(("run_id", "spec_name", "spec_path"), "string"),
+    "started_at": "ts",
+    "ended_at": "ts",
+    "status": "string",
+    "n_nodes": "int32",
+    "record_path": "string",
+}
+RUN_NODE_COLUMNS = {
+    **dict.fromkeys(("run_id", "node_id", "stage", "fingerprint", "status"), "string"),
+    "cached": "bool_",
+    "duration_s": "float64",
+    **dict.fromkeys(("error", "log"), "string"),
+}
+EXTERNAL_RESULT_COLUMNS = {
+    **dict.fromkeys(("source", "table_id", "model", "method", "benchmark"), "string"),
+    **dict.fromkeys(("score", "reported_avg"), "float64"),
+}
+
+
+def _arrow(rows: list[dict[str, Any]], columns: dict[str, str]) -> pa.Table:
     import pyarrow as pa
 
-    ts = pa.timestamp("us", tz="UTC")
-    node_schema = pa.schema(
-        [
-            ("fingerprint", pa.string()),
-            ("run_id", pa.string()),
-            ("spec_name", pa.string()),
-            ("stage", pa.string()),
-            ("node_id", pa.string()),
-            ("kind", pa.string()),
-            ("method", pa.string()),
-            ("model", pa.string()),
-            ("backend", pa.string()),
-            ("seed", pa.int64()),
-            ("status", pa.string()),
-            ("started_at", ts),
-            ("ended_at", ts),
-            ("duration_s", pa.float64()),
-            ("output_type", pa.string()),
-            ("host", pa.string()),
-            ("attempt", pa.int32()),
-            ("config", pa.string()),
-            ("labels", pa.string()),
-            ("versions", pa.string()),
-            ("artifact_path", pa.string()),
-        ]
-    )
-    score_schema = pa.schema(
-        [
-            ("fingerprint", pa.string()),
-            ("suite", pa.string()),
-            ("benchmark", pa.string()),
-            ("metric", pa.string()),
-            ("value", pa.float64()),
-            ("n", pa.int32()),
-            ("stderr", pa.float64()),
-            ("step", pa.int64()),
-            ("protocol", pa.string()),
-        ]
-    )
+    def arrow_type(name: str) -> pa.DataType:
+        return pa.timestamp("us", tz="UTC") if name == "ts" else getattr(pa, name)()
+
+    schema = pa.schema([(col, arrow_type(t)) for col, t in columns.items()])
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
+def _insert(con: duckdb.DuckDBPyConnection, table: str, arrow: pa.Table) -> None:
+    con.register("_in", arrow)
+    con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _in")
+    con.unregister("_in")
+
+
+@contextlib.contextmanager
+def _transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    con.begin()
+    try:
+        yield
+        con.commit()
+    except BaseException:
+        con.rollback()
+        raise
+
+
+def _arrow_tables(parsed: list[NodeFiles]) -> dict[str, pa.Table]:
+    labels = [
+        {"fingerprint": p.node["fingerprint"], "key": k, "value": v}
+        for p in parsed
+        for k, v in p.labels
+    ]
+    lineage = [
+        {"child": p.node["fingerprint"], "parent": fp, "parent_node_id": nid}
+        for p in parsed
+        for fp, nid in p.parents
+    ]
     return {
-        "nodes": pa.Table.from_pylist([p.node for p in parsed], schema=node_schema),
-        "labels": pa.table(
-            {
-                "fingerprint": [p.node["fingerprint"] for p in parsed for _ in p.labels],
-                "key": [k for p in parsed for k, _ in p.labels],
-                "value": [v for p in parsed for _, v in p.labels],
-            },
-            schema=pa.schema(
-                [("fingerprint", pa.string()), ("key", pa.string()), ("value", pa.string())]
-            ),
-        ),
-        "lineage": pa.table(
-            {
-                "child": [p.node["fingerprint"] for p in parsed for _ in p.parents],
-                "parent": [fp for p in parsed for fp, _ in p.parents],
-                "parent_node_id": [nid for p in parsed for _, nid in p.parents],
-            },
-            schema=pa.schema(
-                [("child", pa.string()), ("parent", pa.string()), ("parent_node_id", pa.string())]
-            ),
-        ),
-        "scores": pa.Table.from_pylist([s for p in parsed for s in p.scores], schema=score_schema),
+        "nodes": _arrow([p.node for p in parsed], NODE_COLUMNS),
+        "labels": _arrow(labels, LABEL_COLUMNS),
+        "lineage": _arrow(lineage, LINEAGE_COLUMNS),
+        "scores": _arrow([s for p in parsed for s in p.scores], SCORE_COLUMNS),
     }
 
 
@@ -366,8 +386,6 @@ def _stage_metrics_python(con: duckdb.DuckDBPyConnection, fp: str, path: Path) -
 
 def ingest_run_record(con: duckdb.DuckDBPyConnection, path: str | Path) -> str:
     """Index `<workspace>/runs/<run_id>.json`; returns the run id. Idempotent."""
-    import pyarrow as pa
-
     path = Path(path)
     rec = _read_json(path, what="run record")
     if not isinstance(rec, dict) or not rec.get("run_id"):
@@ -384,65 +402,27 @@ def ingest_run_record(con: duckdb.DuckDBPyConnection, path: str | Path) -> str:
         "n_nodes": len(nodes),
         "record_path": str(path.resolve()),
     }
-    run_nodes = [
-        {
-            "run_id": run_id,
-            "node_id": _text(n.get("node_id")),
-            "stage": _text(n.get("stage")),
-            "fingerprint": _text(n.get("fingerprint")),
-            "status": _text(n.get("status")),
-            "cached": bool(n.get("cached")) if n.get("cached") is not None else None,
-            "duration_s": _float(n.get("duration_s")),
-            "error": _text(n.get("error")),
-            "log": _text(n.get("log")),
-        }
-        for n in nodes
-    ]
-    ts = pa.timestamp("us", tz="UTC")
-    run_t = pa.Table.from_pylist(
-        [run],
-        schema=pa.schema(
-            [
-                ("run_id", pa.string()),
-                ("spec_name", pa.string()),
-                ("spec_path", pa.string()),
-                ("started_at", ts),
-                ("ended_at", ts),
-                ("status", pa.string()),
-                ("n_nodes", pa.int32()),
-                ("record_path", pa.string()),
-            ]
-        ),
-    )
-    nodes_t = pa.Table.from_pylist(
-        run_nodes,
-        schema=pa.schema(
-            [
-                ("run_id", pa.string()),
-                ("node_id", pa.string()),
-                ("stage", pa.string()),
-                ("fingerprint", pa.string()),
-                ("status", pa.string()),
-                ("cached", pa.bool_()),
-                ("duration_s", pa.float64()),
-                ("error", pa.string()),
-                ("log", pa.string()),
-            ]
-        ),
-    )
-    con.begin()
-    try:
+    run_nodes = [_run_node_row(run_id, n) for n in nodes]
+    with _transaction(con):
         con.execute("DELETE FROM runs WHERE run_id = ?", [run_id])
         con.execute("DELETE FROM run_nodes WHERE run_id = ?", [run_id])
-        for table, arrow in (("runs", run_t), ("run_nodes", nodes_t)):
-            con.register("_in", arrow)
-            con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _in")
-            con.unregister("_in")
-        con.commit()
-    except BaseException:
-        con.rollback()
-        raise
+        _insert(con, "runs", _arrow([run], RUN_COLUMNS))
+        _insert(con, "run_nodes", _arrow(run_nodes, RUN_NODE_COLUMNS))
     return run_id
+
+
+def _run_node_row(run_id: str, n: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "run_id": run_id,
+        "node_id": _text(n.get("node_id")),
+        "stage": _text(n.get("stage")),
+        "fingerprint": _text(n.get("fingerprint")),
+        "status": _text(n.get("status")),
+        "cached": bool(n.get("cached")) if n.get("cached") is not None else None,
+        "duration_s": _float(n.get("duration_s")),
+        "error": _text(n.get("error")),
+        "log": _text(n.get("log")),
+    }
 
 
 # --- external (published) results ------------------------------------------------------------
@@ -456,7 +436,7 @@ def read_external_csv(path: str | Path) -> list[dict[str, Any]]:
     except OSError as e:
         raise UsageError(f"cannot read {path}: {e.strerror}") from None
     reader = csv.DictReader(text.splitlines())
-    missing = [c for c in EXTERNAL_COLUMNS if c not in (reader.fieldnames or [])]
+    missing = [c for c in EXTERNAL_CSV_COLUMNS if c not in (reader.fieldnames or [])]
     if missing:
         raise UsageError(
             f"{path}:1: missing column(s) {', '.join(missing)}; expected a header "
@@ -492,35 +472,13 @@ def read_external_csv(path: str | Path) -> list[dict[str, Any]]:
 
 def import_external(con: duckdb.DuckDBPyConnection, csv_path: str | Path, source: str) -> int:
     """Replace the rows of `source` with the CSV's rows; returns how many were loaded."""
-    import pyarrow as pa
-
     if not SOURCE_RE.match(source):
         raise UsageError(f"--source {source!r}: use letters, digits, '_', '-', '.' (e.g. paper)")
     rows = read_external_csv(csv_path)
-    arrow = pa.Table.from_pylist(
-        [{"source": source, **r} for r in rows],
-        schema=pa.schema(
-            [
-                ("source", pa.string()),
-                ("table_id", pa.string()),
-                ("model", pa.string()),
-                ("method", pa.string()),
-                ("benchmark", pa.string()),
-                ("score", pa.float64()),
-                ("reported_avg", pa.float64()),
-            ]
-        ),
-    )
-    con.begin()
-    try:
+    arrow = _arrow([{"source": source, **r} for r in rows], EXTERNAL_RESULT_COLUMNS)
+    with _transaction(con):
         con.execute("DELETE FROM external_results WHERE source = ?", [source])
-        con.register("_in", arrow)
-        con.execute("INSERT INTO external_results BY NAME SELECT * FROM _in")
-        con.unregister("_in")
-        con.commit()
-    except BaseException:
-        con.rollback()
-        raise
+        _insert(con, "external_results", arrow)
     return len(rows)
 
 

@@ -25,15 +25,9 @@ from typing import Any
 
 
 def make_trainer_class():
-    import torch
-    from omegaconf import OmegaConf
-    from tensordict.tensorclass import NonTensorData
     from verl.trainer.sft_trainer import SFTTrainer
-    from verl.utils import tensordict_utils as tu
-    from verl.utils.tracking import Tracking
 
-    from psft_orchestrator.backends.verl.launch import sum_parts
-    from psft_orchestrator.backends.verl.losses import psft_loss_fn, sft_loss_fn
+    from psft_orchestrator.backends.verl.losses import psft_loss_fn
 
     class PSFTTrainer(SFTTrainer):
         def _build_engine(self):
@@ -58,99 +52,125 @@ def make_trainer_class():
             self.test_freq = self.config.trainer.test_freq
             self.training_client.reset()
 
-        def _old_log_probs(self, mini_batches: list) -> list:
-            """θ_old log-probs of each mini-batch (nested, like the engine's log_probs), no grad."""
-            old = []
-            for mb in mini_batches:
-                probe = mb.clone()
-                tu.assign_non_tensor(probe, compute_loss=False, calculate_entropy=False)
-                out = self.training_client.infer_batch(probe)
-                old.append(out["log_probs"])
-            return old
-
         def fit(self):
-            is_logging = (
-                self.engine.is_mp_src_rank_with_outputs()
-                and self.engine.get_data_parallel_rank() == 0
-            )
-            tracking = None
-            if is_logging:
-                tracking = Tracking(
-                    project_name=self.config.trainer.project_name,
-                    experiment_name=self.config.trainer.experiment_name,
-                    default_backend=self.config.trainer.logger,
-                    config=OmegaConf.to_container(self.config, resolve=True),
-                )
-            p = self.config.psft
-            dp_size = self.engine.get_data_parallel_size()
-            k = self.config.data.train_batch_size // int(p.mini_batch_size)
-            warmup = int(p.warmup_sft_steps)
-            meta_info = {
-                "use_remove_padding": self.config.model.use_remove_padding,
-                "use_dynamic_bsz": self.config.data.use_dynamic_bsz,
-                "max_token_len_per_gpu": self.config.data.max_token_len_per_gpu,
-                "micro_batch_size_per_gpu": self.config.data.micro_batch_size_per_gpu,
-                "temperature": 1.0,
-                "global_batch_size": int(p.mini_batch_size),
-                "pad_mode": self.config.data.pad_mode,
-                "pad_token_id": self.model_config.tokenizer.pad_token_id,
-                "calculate_entropy": True,
-            }
-            batch_step = self.resume_global_step
-            opt_step = batch_step * k
-            for epoch in range(
-                batch_step // self.steps_per_epoch, self.config.trainer.total_epochs
-            ):
-                self.train_sampler.set_epoch(epoch=epoch)
-                for data in self.train_dataloader:
-                    batch_step += 1
-                    data = tu.get_tensordict(tensor_dict=data, non_tensor_dict=meta_info)
-                    minis = tu.chunk_tensordict(data, k)
-                    old: list | None = None
-                    for j, mb in enumerate(minis):
-                        is_psft = opt_step >= warmup
-                        if is_psft and old is None:
-                            # θ_old for this and the remaining mini-batches, before their updates
-                            old = [None] * j + self._old_log_probs(minis[j:])
-                        if is_psft:
-                            mb["old_log_probs"] = old[j]
-                        seqlens = mb["input_ids"].offsets().diff().tolist()
-                        tu.assign_non_tensor(
-                            mb, global_token_num=NonTensorData(seqlens), update_lr_scheduler=True
-                        )
-                        self.training_client.set_loss_fn(
-                            loss_fn=self.psft_loss if is_psft else sft_loss_fn
-                        )
-                        output = self.training_client.train_batch(data=mb)
-                        opt_step += 1
-                        if is_logging:
-                            tracking.log(
-                                data=self._metrics(output, seqlens, dp_size), step=opt_step
-                            )
-                        if opt_step >= self.optimizer_steps:
-                            break
-                    done = opt_step >= self.optimizer_steps
-                    if done or (self.save_freq > 0 and batch_step % self.save_freq == 0):
-                        self.ckpt_handler.save_checkpoint(step=batch_step)
-                    if done:
-                        return
-
-        @staticmethod
-        def _metrics(output, seqlens: list[int], dp_size: int) -> dict[str, Any]:
-            metrics = tu.get(output, "metrics")
-            row = {
-                f"train/{k}": metrics[k]
-                for k in ("loss", "grad_norm", "lr")
-                if metrics.get(k) is not None
-            }
-            for key, value in metrics.items():
-                if key.startswith("train/"):
-                    # per-micro-batch (and per-rank) parts of a token mean: their sum is the mean
-                    row[key] = sum_parts(value)
-            row["train/global_tokens"] = int(torch.tensor(seqlens).sum()) * dp_size
-            return row
+            fit(self)
 
     return PSFTTrainer
+
+
+def fit(trainer: Any) -> None:
+    """The training loop: per train batch, k mini-batch optimizer steps (see the module doc);
+    a checkpoint every `save_freq` train batches and at the end."""
+    from verl.utils import tensordict_utils as tu
+
+    tracking = open_tracking(trainer)
+    k = trainer.config.data.train_batch_size // int(trainer.config.psft.mini_batch_size)
+    batch_step = trainer.resume_global_step
+    opt_step = batch_step * k
+    first_epoch = batch_step // trainer.steps_per_epoch
+    for epoch in range(first_epoch, trainer.config.trainer.total_epochs):
+        trainer.train_sampler.set_epoch(epoch=epoch)
+        for data in trainer.train_dataloader:
+            batch_step += 1
+            data = tu.get_tensordict(tensor_dict=data, non_tensor_dict=meta_info(trainer))
+            opt_step = train_mini_batches(trainer, tu.chunk_tensordict(data, k), opt_step, tracking)
+            done = opt_step >= trainer.optimizer_steps
+            if done or (trainer.save_freq > 0 and batch_step % trainer.save_freq == 0):
+                trainer.ckpt_handler.save_checkpoint(step=batch_step)
+            if done:
+                return
+
+
+def train_mini_batches(trainer: Any, minis: list, opt_step: int, tracking: Any) -> int:
+    """One optimizer step per mini-batch, SFT until `warmup_sft_steps`, then PSFT against θ_old
+    taken before the first PSFT update of this train batch; returns the optimizer step."""
+    from tensordict.tensorclass import NonTensorData
+    from verl.utils import tensordict_utils as tu
+
+    from psft_orchestrator.backends.verl.losses import sft_loss_fn
+
+    warmup = int(trainer.config.psft.warmup_sft_steps)
+    dp_size = trainer.engine.get_data_parallel_size()
+    old: list | None = None
+    for j, mb in enumerate(minis):
+        is_psft = opt_step >= warmup
+        if is_psft and old is None:
+            # θ_old for this and the remaining mini-batches, before their updates
+            old = [None] * j + old_log_probs(trainer.training_client, minis[j:])
+        if is_psft:
+            mb["old_log_probs"] = old[j]
+        seqlens = mb["input_ids"].offsets().diff().tolist()
+        tu.assign_non_tensor(mb, global_token_num=NonTensorData(seqlens), update_lr_scheduler=True)
+        trainer.training_client.set_loss_fn(loss_fn=trainer.psft_loss if is_psft else sft_loss_fn)
+        output = trainer.training_client.train_batch(data=mb)
+        opt_step += 1
+        if tracking is not None:
+            tracking.log(data=step_metrics(output, seqlens, dp_size), step=opt_step)
+        if opt_step >= trainer.optimizer_steps:
+            break
+    return opt_step
+
+
+def old_log_probs(training_client: Any, mini_batches: list) -> list:
+    """θ_old log-probs of each mini-batch (nested, like the engine's log_probs), no grad."""
+    from verl.utils import tensordict_utils as tu
+
+    old = []
+    for mb in mini_batches:
+        probe = mb.clone()
+        tu.assign_non_tensor(probe, compute_loss=False, calculate_entropy=False)
+        old.append(training_client.infer_batch(probe)["log_probs"])
+    return old
+
+
+def open_tracking(trainer: Any) -> Any:
+    """verl's metric logger on the rank that logs, else None."""
+    from omegaconf import OmegaConf
+    from verl.utils.tracking import Tracking
+
+    engine = trainer.engine
+    if not (engine.is_mp_src_rank_with_outputs() and engine.get_data_parallel_rank() == 0):
+        return None
+    return Tracking(
+        project_name=trainer.config.trainer.project_name,
+        experiment_name=trainer.config.trainer.experiment_name,
+        default_backend=trainer.config.trainer.logger,
+        config=OmegaConf.to_container(trainer.config, resolve=True),
+    )
+
+
+def meta_info(trainer: Any) -> dict[str, Any]:
+    """The engine's per-batch flags; the global batch is one mini-batch (one optimizer step)."""
+    config = trainer.config
+    return {
+        "use_remove_padding": config.model.use_remove_padding,
+        "use_dynamic_bsz": config.data.use_dynamic_bsz,
+        "max_token_len_per_gpu": config.data.max_token_len_per_gpu,
+        "micro_batch_size_per_gpu": config.data.micro_batch_size_per_gpu,
+        "temperature": 1.0,
+        "global_batch_size": int(config.psft.mini_batch_size),
+        "pad_mode": config.data.pad_mode,
+        "pad_token_id": trainer.model_config.tokenizer.pad_token_id,
+        "calculate_entropy": True,
+    }
+
+
+def step_metrics(output: Any, seqlens: list[int], dp_size: int) -> dict[str, Any]:
+    import torch
+    from verl.utils import tensordict_utils as tu
+
+    from psft_orchestrator.backends.verl.launch import sum_parts
+
+    metrics = tu.get(output, "metrics")
+    row = {
+        f"train/{k}": metrics[k] for k in ("loss", "grad_norm", "lr") if metrics.get(k) is not None
+    }
+    for key, value in metrics.items():
+        if key.startswith("train/"):
+            # per-micro-batch (and per-rank) parts of a token mean: their sum is the mean
+            row[key] = sum_parts(value)
+    row["train/global_tokens"] = int(torch.tensor(seqlens).sum()) * dp_size
+    return row
 
 
 def main() -> None:
