@@ -115,22 +115,9 @@ def render_config(job: Job, cuda: bool | None = None) -> dict[str, Any]:
     (`<checkpoint_dir>/llamafactory`, LLaMA-Factory's `output_dir`). `cuda` defaults to whether
     torch sees a GPU: then bf16, else `use_cpu`.
     """
-    if job.kind != "dpo":
-        raise ValueError(f"the llamafactory backend runs kind 'dpo' only, not {job.kind!r}")
-    cfg: DPOConfig = config_for(job, DPOConfig)
-    if cfg.freeze:
-        raise ValueError("freeze patterns are not supported by the llamafactory backend")
+    cfg = _supported_config(job)
     cuda = _cuda() if cuda is None else cuda
     micro = cfg.micro_batch_size
-    if cfg.train_batch_size % micro:
-        raise ValueError(
-            f"train_batch_size ({cfg.train_batch_size}) must be a multiple of micro_batch_size ({micro}) "
-            "for LLaMA-Factory (pairs per step = per-device batch × gradient accumulation)"
-        )
-    if (cfg.mini_batch_size or cfg.train_batch_size) != cfg.train_batch_size:
-        raise ValueError(
-            "DPO takes one optimizer step per train batch; leave mini_batch_size unset"
-        )
     scheduler, scheduler_kwargs = _lr_scheduler(cfg)
     lf = _lf_dir(job)
     out: dict[str, Any] = {
@@ -187,6 +174,26 @@ def render_config(job: Job, cuda: bool | None = None) -> dict[str, Any]:
     elif amp:
         out["bf16"] = True
     return out
+
+
+def _supported_config(job: Job) -> DPOConfig:
+    """The job's DPO config, or a ValueError naming what LLaMA-Factory cannot run."""
+    if job.kind != "dpo":
+        raise ValueError(f"the llamafactory backend runs kind 'dpo' only, not {job.kind!r}")
+    cfg: DPOConfig = config_for(job, DPOConfig)
+    if cfg.freeze:
+        raise ValueError("freeze patterns are not supported by the llamafactory backend")
+    if cfg.train_batch_size % cfg.micro_batch_size:
+        raise ValueError(
+            f"train_batch_size ({cfg.train_batch_size}) must be a multiple of micro_batch_size "
+            f"({cfg.micro_batch_size}) for LLaMA-Factory (pairs per step = per-device batch × "
+            "gradient accumulation)"
+        )
+    if (cfg.mini_batch_size or cfg.train_batch_size) != cfg.train_batch_size:
+        raise ValueError(
+            "DPO takes one optimizer step per train batch; leave mini_batch_size unset"
+        )
+    return cfg
 
 
 def render_export_config(job: Job) -> dict[str, Any]:
