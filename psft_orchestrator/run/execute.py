@@ -293,7 +293,9 @@ class RunContext:
     def _publish(self, node: Node) -> None:
         assert self.shared is not None
         try:
-            self.shared.publish(node.fingerprint, node.artifact_dir(self.ws))
+            self.shared.publish(
+                node.fingerprint, node.artifact_dir(self.ws), replace=node.id in self.forced
+            )
         except OSError as e:
             print(f"warning: could not publish {node.id} to the store: {e}", file=sys.stderr)
 

@@ -86,20 +86,31 @@ class SharedStore:
             return []
         return sorted(p.name for p in self.objects.iterdir() if (p / "_SUCCESS").exists())
 
-    def publish(self, fingerprint: str, node_dir: Path) -> bool:
+    def publish(self, fingerprint: str, node_dir: Path, replace: bool = False) -> bool:
         """Put a finished node directory into the store (atomic rename); False when it is
-        there already (the same fingerprint: as good)."""
-        if self.has(fingerprint):
+        there already (the same fingerprint: as good). With `replace` (the node was rerun by
+        `--force`) the new directory takes the old entry's place: a forced rerun is what the
+        user wants served from now on. Workspaces that linked the old entry keep their files
+        (hard links or copies)."""
+        if self.has(fingerprint) and not replace:
             return False
         tmp = self.objects / ".tmp" / f"{fingerprint}-{_owner_tag()}"
         link_tree(node_dir, tmp, skip=("_SUCCESS",))
         (tmp / "_SUCCESS").write_text(_now() + "\n")  # last: marks the entry complete
+        if replace:
+            self._retire(fingerprint)
         try:
             os.rename(tmp, self.entry(fingerprint))
         except OSError:  # another run published it first
             shutil.rmtree(tmp, ignore_errors=True)
             return False
         return True
+
+    def _retire(self, fingerprint: str) -> None:
+        old = self.objects / ".tmp" / f"{fingerprint}-retired-{_owner_tag()}"
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(self.entry(fingerprint), old)
+        shutil.rmtree(old, ignore_errors=True)
 
     def materialize(self, fingerprint: str, dest: Path) -> None:
         """Link (or copy) the entry into `dest`, without its manifest and _SUCCESS: the run

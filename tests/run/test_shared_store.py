@@ -108,6 +108,23 @@ def test_a_claim_from_another_host_is_taken_over_when_its_heartbeat_stops(tmp_pa
     assert 0.9 < time.monotonic() - t0 < 30
 
 
+def test_publish_replaces_an_entry_only_when_asked(tmp_path):
+    """A `--force` rerun replaces its store entry; a plain publish keeps the first one. A
+    directory linked from the old entry keeps its content."""
+    store = SharedStore(tmp_path / "store")
+    first, second = _node_dir(tmp_path / "1"), _node_dir(tmp_path / "2")
+    (second / "outputs" / "data.jsonl").write_text('{"x": 2}\n')
+    assert store.publish(FP, first)
+    linked = tmp_path / "linked"
+    store.materialize(FP, linked)
+    assert not store.publish(FP, second)
+    assert (store.entry(FP) / "outputs" / "data.jsonl").read_text() == '{"x": 1}\n'
+    assert store.publish(FP, second, replace=True)
+    assert (store.entry(FP) / "outputs" / "data.jsonl").read_text() == '{"x": 2}\n'
+    assert store.has(FP) and (linked / "outputs" / "data.jsonl").read_text() == '{"x": 1}\n'
+    assert not [p for p in (store.objects / ".tmp").iterdir()], "nothing left in .tmp"
+
+
 def _manifests(ws: Path) -> dict[str, dict]:
     found = {}
     for p in ws.glob("artifacts/*/*/manifest.json"):
