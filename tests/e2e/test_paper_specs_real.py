@@ -4,9 +4,11 @@ nodes in their own environment, judged by a `vllm serve` judge. No fake backend.
 
 In CI (`make test`) the four runs are reduced through the spec language only (`--set`), to fit
 the suite's budget: fewer pretraining and training steps, smaller toy data sets and benchmarks,
-k = 1, short completions, and in specs/alignment_dpo.yaml one method (PSFT) instead of three, so
-two vLLM eval nodes run, not six (tests/evals/test_vllm_backend.py covers the backend itself).
-The four runs share one workspace: their common nodes (pretraining, the filter) run once.
+k = 1, short completions; in specs/ablations.yaml one clip value of three and upd.4 beside "no
+update" (of four update frequencies), every method kept; in specs/alignment_dpo.yaml one method
+(PSFT) of three, so two vLLM eval nodes run, not six (tests/evals/test_vllm_backend.py covers
+the backend itself). The four runs share one workspace: their common nodes (pretraining, the
+filter) run once. So do the four full-size runs.
 
 `make test-paper-full` (marker `paper_full`, deselected by default) runs the four toy profiles
 at full size."""
@@ -86,6 +88,8 @@ PAPERS = {
         [
             *PRETRAIN,
             *FILTER,
+            "clip.matrix.clip_high=[0.2]",  # one clip value of three
+            "update_freq.matrix.mini_batch_size=[16]",  # and upd.4 beside "no update"
             "clip.max_steps=2",
             "update_freq.max_steps=2",
             "baselines.max_steps=2",
@@ -197,6 +201,11 @@ def shared_ws(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("paper") / "ws"
 
 
+@pytest.fixture(scope="module")
+def full_ws(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("paper_full") / "ws"
+
+
 @pytest.mark.parametrize("name", ["math_psft", "math_grpo", "ablations", "alignment_dpo"])
 def test_paper_spec_toy_profile_runs_for_real_reduced(name: str, shared_ws: Path):
     _run_paper(name, shared_ws, full=False)
@@ -204,5 +213,5 @@ def test_paper_spec_toy_profile_runs_for_real_reduced(name: str, shared_ws: Path
 
 @pytest.mark.paper_full
 @pytest.mark.parametrize("name", ["math_psft", "math_grpo", "ablations", "alignment_dpo"])
-def test_paper_spec_toy_profile_runs_for_real_full(name: str, tmp_path: Path):
-    _run_paper(name, tmp_path / "ws", full=True)
+def test_paper_spec_toy_profile_runs_for_real_full(name: str, full_ws: Path):
+    _run_paper(name, full_ws, full=True)
