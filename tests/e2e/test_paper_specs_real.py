@@ -170,9 +170,11 @@ def _number(v: object) -> bool:
 
 
 def _check_scores(ws: Path, stdout: str) -> list[Path]:
-    """Every eval node of the run wrote scores, and every score is a finite number."""
+    """Every node of the run succeeded (or was cached), every eval node wrote scores, and every
+    score is a finite number."""
     run_id = stdout.split("run ", 1)[1].split(";", 1)[0].strip()
     record = json.loads((ws / "runs" / f"{run_id}.json").read_text())
+    assert {n["status"] for n in record["nodes"]} <= {"success", "cached"}, record["nodes"]
     dirs = [ws / "artifacts" / n["stage"] / n["fingerprint"][:16] for n in record["nodes"]]
     evals = [d for d in dirs if json.loads((d / "manifest.json").read_text())["kind"] == "eval"]
     assert evals, record["nodes"]
