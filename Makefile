@@ -8,7 +8,7 @@ export WANDB_MODE := disabled
 export RAY_AUTH_MODE := disabled
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup test-deps demo test test-fast lint format ui clean
+.PHONY: setup test-deps demo test test-fast test-paper-full lint format ui clean
 
 setup:
 	@bash scripts/setup_env.sh
@@ -24,7 +24,11 @@ test: setup test-deps
 	$(PY) -m pytest -q
 
 test-fast: setup
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow and not paper_full"
+
+# The four paper specs' toy profiles at full size, for real (deselected from `make test`).
+test-paper-full: setup
+	$(PY) -m pytest -q -m paper_full tests/e2e/test_paper_specs_real.py
 
 lint: setup
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -43,11 +43,53 @@ from psft_orchestrator.evals.judges import (  # noqa: F401
 from psft_orchestrator.evals.records import SampleWriter, prompt_text, read_benchmark
 
 
+class ServedJudges:
+    """The `vllm serve` judges of one eval node. Suites that name the same served model with the
+    same arguments share one server, started when a suite first needs it; every server is
+    stopped, with its process group, when the block ends (failed or not)."""
+
+    def __init__(self, judge_models: dict[str, str], work_dir: Path | None):
+        self.judge_models = judge_models
+        self.work_dir = work_dir
+        self._stack = contextlib.ExitStack()
+        self._started: dict[tuple[str, tuple[str, ...]], tuple[str, str]] = {}
+
+    def __enter__(self) -> ServedJudges:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+
+    def endpoint(self, spec: JudgeAPI) -> tuple[str, str]:
+        """(base URL, served model path) of `spec`'s server, started on first use."""
+        key = (str(spec.serve), tuple(spec.serve_args))
+        if key not in self._started:
+            self._started[key] = self._start(spec)
+        return self._started[key]
+
+    def _start(self, spec: JudgeAPI) -> tuple[str, str]:
+        from psft_orchestrator.envs import vllm_python
+        from psft_orchestrator.evals.judge_api import vllm_server
+
+        model = self.judge_models.get(str(spec.serve))
+        if model is None:
+            raise ValueError(f"judge: served model {spec.serve!r} is not among the node's inputs")
+        model = model.removeprefix("hf:").split("@")[0]  # a hub id resolved from the local cache
+        log = Path(self.work_dir or ".") / "vllm_serve.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        server = vllm_server(model, vllm_python(), log, extra_args=spec.serve_args)
+        return self._stack.enter_context(server), model
+
+
 @contextlib.contextmanager
 def open_judge(
-    suite: JudgeSuite, judge_models: dict[str, str], work_dir: Path | None
+    suite: JudgeSuite,
+    judge_models: dict[str, str],
+    work_dir: Path | None,
+    servers: ServedJudges | None = None,
 ) -> Iterator[tuple[Judge, dict[str, Any]]]:
-    """The suite's judge and its protocol record; a served judge lives for the block."""
+    """The suite's judge and its protocol record. A served judge comes from `servers` (the
+    node's, shared by its suites), else from servers of this block alone."""
     spec = suite.judge
     if spec == "rules":
         yield RuleJudge(), {"kind": "rules"}
@@ -56,7 +98,10 @@ def open_judge(
         chat = HFChat(spec, suite.judge_max_new_tokens)
         yield LLMJudge(chat, suite.rubric), {"kind": "local-hf", "model": Path(spec).name}
         return
-    with _api_endpoint(spec, judge_models, work_dir) as (base_url, model, api_key):
+    with contextlib.ExitStack() as stack:
+        if servers is None and spec.serve:
+            servers = stack.enter_context(ServedJudges(judge_models, work_dir))
+        base_url, model, api_key = _api_endpoint(spec, servers)
         from psft_orchestrator.evals.judge_api import ApiChat
 
         chat = ApiChat(
@@ -77,30 +122,18 @@ def open_judge(
         yield LLMJudge(chat, suite.rubric, guided=spec.guided), info
 
 
-@contextlib.contextmanager
-def _api_endpoint(
-    spec: JudgeAPI, judge_models: dict[str, str], work_dir: Path | None
-) -> Iterator[tuple[str, str, str]]:
+def _api_endpoint(spec: JudgeAPI, servers: ServedJudges | None) -> tuple[str, str, str]:
+    """(base URL, model name, API key) of an endpoint judge or of a served one."""
     import os
 
     if spec.endpoint is not None:
         key = os.environ.get(spec.api_key_env, "") if spec.api_key_env else "EMPTY"
         if spec.api_key_env and not key:
             raise ValueError(f"judge: environment variable {spec.api_key_env} is not set")
-        yield spec.endpoint, str(spec.model), key
-        return
-    from psft_orchestrator.envs import vllm_python
-    from psft_orchestrator.evals.judge_api import vllm_server
-
-    assert spec.serve is not None
-    model = judge_models.get(spec.serve)
-    if model is None:
-        raise ValueError(f"judge: served model {spec.serve!r} is not among the node's inputs")
-    model = model.removeprefix("hf:").split("@")[0]  # a hub id resolved from the local cache
-    log = Path(work_dir or ".") / "vllm_serve.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with vllm_server(model, vllm_python(), log, extra_args=spec.serve_args) as url:
-        yield url, model, "EMPTY"
+        return spec.endpoint, str(spec.model), key
+    assert servers is not None
+    url, model = servers.endpoint(spec)
+    return url, model, "EMPTY"
 
 
 # ---------------------------------------------------------------- protocols
@@ -399,7 +432,9 @@ def run_judge_suite(
     judge_models: dict[str, str] | None = None,
     work_dir: Path | None = None,
     backend: str = "native",
+    servers: ServedJudges | None = None,
 ) -> list[ScoreRow]:
+    """`servers`: the node's served judges, shared by its suites (default: this suite's own)."""
     from psft_orchestrator.evals.protocol import suite_protocol
 
     samples = samples or SampleWriter(None)
@@ -410,7 +445,7 @@ def run_judge_suite(
             for r in read_benchmark(benchmarks[suite.reference])
         }
     scores: list[ScoreRow] = []
-    with open_judge(suite, judge_models or {}, work_dir) as (judge, judge_info):
+    with open_judge(suite, judge_models or {}, work_dir, servers) as (judge, judge_info):
         protocol = {
             **suite_protocol(suite, backend),
             "protocol": suite.protocol,

@@ -50,42 +50,52 @@ def evaluate_model(
     judge_models: dict[str, str] | None = None,
 ) -> list[ScoreRow]:
     """Run `suites` on an in-memory model (a trainer calls this between steps; eval mode is set and
-    restored). lmeval suites need `work_dir` for their generated task files."""
-    from psft_orchestrator.evals.judge import run_judge_suite
-    from psft_orchestrator.evals.math import run_math_suite
-    from psft_orchestrator.evals.rules import run_rules_suite
+    restored). lmeval suites need `work_dir` for their generated task files. Judged suites that
+    serve the same judge share one `vllm serve` for the call (judge.ServedJudges)."""
+    from psft_orchestrator.evals.judge import ServedJudges
 
     parsed = EvalConfig.model_validate({"suites": suites}).suites
     _check_declared(parsed, benchmarks)
     samples = SampleWriter(samples_dir)
-    runners = {"math": run_math_suite, "rules": run_rules_suite}
     backend = getattr(model, "backend_name", "native")  # a vLLM generator names itself
     was_training = getattr(model, "training", False)
     if hasattr(model, "eval"):
         model.eval()
     scores: list[ScoreRow] = []
+    work = Path(work_dir) if work_dir else None
     try:
-        for suite in parsed:
-            if suite.type == "lmeval":
-                from psft_orchestrator.evals.lmeval import evaluate_with_lmeval
-
-                if work_dir is None:
-                    raise ValueError("an lmeval suite needs a work_dir for its task files")
-                rows = evaluate_with_lmeval(
-                    model, suite, benchmarks, work_dir, tokenizer, step, samples
+        with ServedJudges(judge_models or {}, work) as servers:
+            for suite in parsed:
+                rows = _run_suite(model, tokenizer, suite, benchmarks, step, samples, work, servers)
+                scores += with_protocol(
+                    rows, suite, "lmeval" if suite.type == "lmeval" else backend
                 )
-            elif suite.type == "judge":
-                rows = run_judge_suite(
-                    model, tokenizer, suite, benchmarks, step, samples,
-                    judge_models, Path(work_dir) if work_dir else None, backend,
-                )  # fmt: skip
-            else:
-                rows = runners[suite.type](model, tokenizer, suite, benchmarks, step, samples)
-            scores += with_protocol(rows, suite, "lmeval" if suite.type == "lmeval" else backend)
     finally:
         if hasattr(model, "train"):
             model.train(was_training)
     return scores
+
+
+def _run_suite(model, tokenizer, suite, benchmarks, step, samples, work_dir, servers):
+    """One suite's score rows, by its type."""
+    from psft_orchestrator.evals.judge import run_judge_suite
+    from psft_orchestrator.evals.math import run_math_suite
+    from psft_orchestrator.evals.rules import run_rules_suite
+
+    if suite.type == "lmeval":
+        from psft_orchestrator.evals.lmeval import evaluate_with_lmeval
+
+        if work_dir is None:
+            raise ValueError("an lmeval suite needs a work_dir for its task files")
+        return evaluate_with_lmeval(model, suite, benchmarks, work_dir, tokenizer, step, samples)
+    if suite.type == "judge":
+        backend = getattr(model, "backend_name", "native")
+        return run_judge_suite(
+            model, tokenizer, suite, benchmarks, step, samples,
+            servers.judge_models, work_dir, backend, servers,
+        )  # fmt: skip
+    runners = {"math": run_math_suite, "rules": run_rules_suite}
+    return runners[suite.type](model, tokenizer, suite, benchmarks, step, samples)
 
 
 def with_protocol(rows: list[ScoreRow], suite: Any, backend: str) -> list[ScoreRow]:

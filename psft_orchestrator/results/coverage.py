@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 SUITE_METRICS: dict[str, tuple[str, ...]] = {
     "math": ("avg@{k}", "pass@{k}"),
-    "rules": ("strict", "loose", "exact_match"),
+    "rules": ("strict_acc", "loose_acc", "exact_match"),
     "lmeval": ("acc", "acc_norm", "exact_match"),
     "judge": ("score", "win_rate", "unparsed"),
 }

@@ -429,8 +429,13 @@ def _expand_stage(
 
 
 def _overrides_last(data: dict, locs: dict, sdoc: Doc, cell: dict, name: str) -> None:
-    """Re-apply this stage's `--set` values (located at "--set") over method fields."""
-    paths = [p for p, loc in sdoc.locs.items() if p and loc.file == "--set"]
+    """Re-apply this stage's `--set` values (located at "--set") over method fields. A `--set`
+    of the stage's `matrix:` or `seeds:` is not a field: it made the cells, and is done."""
+    paths = [
+        p
+        for p, loc in sdoc.locs.items()
+        if p and loc.file == "--set" and p[0] not in ("matrix", "seeds")
+    ]
     leaves = [p for p in paths if not any(len(q) > len(p) and q[: len(p)] == p for q in paths)]
     for path in leaves:
         if path[0] in cell:

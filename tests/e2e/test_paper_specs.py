@@ -1,6 +1,6 @@
 """Every paper spec's toy profile runs its whole DAG through the run layer (Ray, artifact store,
-index, tables). The fake backend stands in for the stages to keep this in CI's budget; every
-stage kind runs for real in tests/e2e/test_demo.py and the backend tests."""
+index, tables). The fake backend stands in for the stages, so the whole DAG of each spec fits
+CI's budget; tests/e2e/test_paper_specs_real.py runs the same toy profiles for real, reduced."""
 
 from __future__ import annotations
 

@@ -6,6 +6,7 @@ from psft_orchestrator.configs.evals import JudgeSuite, RulesSuite
 from psft_orchestrator.evals.judge import parse_score, parse_verdict, run_judge_suite
 from psft_orchestrator.evals.judges import HFChat, LLMJudge, PairItem, RateItem, RuleJudge
 from psft_orchestrator.evals.rules import run_rules_suite
+from psft_orchestrator.results.coverage import SUITE_METRICS
 
 from .conftest import write_jsonl
 
@@ -45,6 +46,8 @@ def test_rules_suite_on_the_parrot(parrot, tmp_path):
     assert scores["strict_acc"].value == pytest.approx(200 / 3) and scores["strict_acc"].n == 3
     assert scores["loose_acc"].value == pytest.approx(200 / 3)
     assert scores["exact_match"].value == pytest.approx(100 / 3) and scores["exact_match"].n == 3
+    # --plan's table check predicts a rules suite's metrics by these names (results/coverage.py)
+    assert set(scores) == set(SUITE_METRICS["rules"])
 
 
 @pytest.mark.parametrize(

@@ -96,7 +96,14 @@ def test_served_judge_grades_and_is_stopped_when_the_node_fails(tiny, tmp_path):
             str(tiny),
             VLLM,
             tmp_path / "serve.log",
-            extra_args=["--max-model-len", "1024", "--gpu-memory-utilization", "0.2"],
+            # --enforce-eager: no inductor compile of the model on a CPU (about a minute)
+            extra_args=[
+                "--max-model-len",
+                "1024",
+                "--gpu-memory-utilization",
+                "0.2",
+                "--enforce-eager",
+            ],
         ) as url,
     ):
         pgid = server_pids[url]

@@ -96,6 +96,21 @@ def test_set_override_beats_method_fields(tmp_path: Path):
         build_plan(spec, workspace=tmp_path / "ws", overrides=["train.seed=3"])
 
 
+def test_set_override_of_matrix_axis_and_seeds(tmp_path: Path):
+    """What the error above advises: `--set STAGE.matrix.AXIS=[...]` (and `STAGE.seeds=`)
+    replace the stage's cells, and downstream stages fan out over the new ones."""
+    spec = write(tmp_path, BASE)
+    plan = build_plan(spec, workspace=tmp_path / "ws", overrides=["train.matrix.method=[PSFT]"])
+    assert [n.id for n in plan.nodes if n.stage == "eval"] == [
+        "eval[method=PSFT,seed=1]",
+        "eval[method=PSFT,seed=2]",
+    ]
+    unseeded = BASE.replace("      seed: [1, 2]\n      exclude: [{method: SFT, seed: 2}]\n", "")
+    spec = write(tmp_path, unseeded, "unseeded.yaml")
+    plan = build_plan(spec, workspace=tmp_path / "ws", overrides=["train.seeds=[4, 5]"])
+    assert {n.stage_model.seed for n in plan.nodes if n.stage == "train"} == {4, 5}
+
+
 def test_set_override_changes_only_downstream(tmp_path: Path):
     spec = write(tmp_path, BASE)
     a = {n.id: n.fingerprint for n in build_plan(spec, workspace=tmp_path / "ws").nodes}
