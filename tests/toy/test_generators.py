@@ -121,6 +121,40 @@ def test_math_sft_answers_are_correct(style: str) -> None:
         assert ("Check:" in assistant["content"]) == (style == "long")
 
 
+def test_math_sft_rows_are_distinct_problems_of_levels_1_to_3() -> None:
+    questions = [r["messages"][1]["content"] for r in rows("math_sft", 1024, seed=1)]
+    assert len(set(questions)) == 1024  # the filter's deduplication keeps every row
+    assert {solve(q)[1] for q in questions} == {1, 2, 3}
+    with pytest.raises(ValueError, match="only .* distinct problems of levels \\[1\\]"):
+        rows("math_sft", 200, level=1)  # level 1 has fewer than 100 problems in all
+
+
+def expressions(task: str, seeds: range, **params) -> set[str]:
+    key = "messages" if task == "math_sft" else "prompt"
+    return {
+        row[key][1]["content"]
+        for seed in seeds
+        for row in rows(task, 300, seed, **params)
+        if row[key][0]["role"] == "system"  # math rows (preference pairs mix in format ones)
+    }
+
+
+def test_benchmark_problems_are_never_training_rows() -> None:
+    bench = expressions("math_bench", range(10), level=[1, 2, 3])
+    train = (
+        expressions("math_sft", range(10))
+        | expressions("preference", range(10), domain="math", level=[1, 2, 3])
+        | expressions("prompts", range(10), level=[1, 2, 3])
+    )
+    assert len(bench) > 400 and len(train) > 2000
+    assert not bench & train
+    # ... and the benchmark split is not a corner of the space: every level, every answer 0-9
+    for level in (1, 2, 3):
+        solved = [solve(q) for q in expressions("math_bench", range(3), level=level)]
+        assert {steps for _, steps in solved} == {level}
+        assert len({answer for answer, _ in solved}) == 10
+
+
 @pytest.mark.parametrize("level", [1, 2, 3])
 def test_math_bench_level_is_number_of_steps(level: int) -> None:
     for row in rows("math_bench", 100, level=level):

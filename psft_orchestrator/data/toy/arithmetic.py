@@ -12,6 +12,7 @@ step (the inverse operation), the toy counterpart of long chain-of-thought trace
 from __future__ import annotations
 
 import random
+import zlib
 from dataclasses import dataclass
 
 SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
@@ -166,6 +167,35 @@ def sample_problem(rng: random.Random, level: int) -> MathProblem:
         steps.append(step)
         x = apply(x, step)
     return MathProblem(name, item, start, tuple(steps))
+
+
+# The split of the problem space: a problem is in the benchmark split when the CRC-32 of its
+# expression is 0 mod HELD_OUT_MOD (a quarter of the problems at every level), else in the
+# training split. Benchmarks draw only from the first, training data (SFT, preference pairs, RL
+# prompts) only from the second, so no benchmark problem is ever a training row.
+HELD_OUT_MOD = 4
+SPLITS = ("train", "bench")
+MAX_TRIES = 200
+
+
+def split_of(problem: MathProblem) -> str:
+    """"bench" or "train": which split of the problem space `problem` belongs to."""
+    held_out = zlib.crc32(problem.expression().encode()) % HELD_OUT_MOD == 0
+    return "bench" if held_out else "train"
+
+
+def sample_split_problem(
+    rng: random.Random, level: int, split: str, exclude: set[str] | None = None
+) -> MathProblem | None:
+    """A problem of `level` steps from `split`, whose expression is not in `exclude`; None when
+    MAX_TRIES draws found none (the split's problems of that level are all excluded)."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    for _ in range(MAX_TRIES):
+        p = sample_problem(rng, level)
+        if split_of(p) == split and (exclude is None or p.expression() not in exclude):
+            return p
+    return None
 
 
 def drill(rng: random.Random) -> tuple[str, str]:

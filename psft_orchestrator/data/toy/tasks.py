@@ -6,8 +6,9 @@ so the same call writes the same bytes on any machine; different tasks draw from
 streams, so e.g. `math_sft` and `math_bench` with seed 0 are not the same problems.
 
 Tasks (artifact type):
-    math_sft      (dataset)    math chats with step-by-step solutions; params: level, style
-    math_bench    (benchmark)  math problems to solve; params: level
+    math_sft      (dataset)    math chats with step-by-step solutions, distinct problems of the
+                               training split; params: level (default 1-3), style
+    math_bench    (benchmark)  math problems of the held-out split; params: level (default 1-2)
     ood_bench     (benchmark)  exact-match / multiple-choice skills; params: skill ("all" or one)
     ifeval_bench  (benchmark)  format instructions with machine-checkable `checks`
     mt_bench      (benchmark)  two such instructions as turn 1 and a follow-up turn 2
@@ -31,15 +32,16 @@ from psft_orchestrator.data.toy.chatml import render_chat
 from psft_orchestrator.data.toy.skills import EXTRA_SKILLS, SKILLS, copy_string
 
 # Bump whenever any generator's output changes: node fingerprints include it.
-GENERATOR_VERSION = 6
+GENERATOR_VERSION = 7
 
 Row = dict[str, Any]
-MATH_LEVELS = (1, 2)
+MATH_LEVELS = (1, 2)  # benchmarks, preference pairs, RL prompts
+SFT_LEVELS = (1, 2, 3)  # level 3 gives the SFT data thousands of distinct problems
 
 
-def _levels(level: int | list[int] | None) -> list[int]:
+def _levels(level: int | list[int] | None, default: tuple[int, ...] = MATH_LEVELS) -> list[int]:
     if level is None:
-        return list(MATH_LEVELS)
+        return list(default)
     return [level] if isinstance(level, int) else list(level)
 
 
@@ -47,11 +49,47 @@ def _user(text: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": text}]
 
 
-def math_sft(rng: random.Random, level: int | list[int] | None = None, style: str = "short") -> Row:
-    """SFT row: system + question + worked solution; `style="long"` adds verification lines."""
+def _problem(rng: random.Random, levels: list[int], split: str) -> arithmetic.MathProblem:
+    """A problem of one of `levels` (picked uniformly) from `split` of the problem space."""
+    p = arithmetic.sample_split_problem(rng, rng.choice(levels), split)
+    if p is None:  # a quarter of every level is in each split: never in practice
+        raise ValueError(f"no problem of levels {levels} in the {split} split")
+    return p
+
+
+def _distinct_problem(
+    rng: random.Random, levels: list[int], seen: set[str]
+) -> arithmetic.MathProblem:
+    """A training-split problem not in `seen` (expressions); a level whose problems are used up
+    gives way to the others (level 1 has about 60 training problems, level 2 about 500)."""
+    left = list(levels)
+    while left:
+        level = rng.choice(left)
+        p = arithmetic.sample_split_problem(rng, level, "train", exclude=seen)
+        if p is not None:
+            seen.add(p.expression())
+            return p
+        left.remove(level)
+    raise ValueError(
+        f"math_sft: only {len(seen)} distinct problems of levels {levels}; ask for fewer rows "
+        "or more levels"
+    )
+
+
+def math_sft(
+    rng: random.Random,
+    level: int | list[int] | None = None,
+    style: str = "short",
+    *,
+    seen: set[str],
+) -> Row:
+    """SFT row: system + question + worked solution; `style="long"` adds verification lines.
+    The rows of one file are distinct problems of the training split (`seen` holds the file's
+    expressions so far): the filter's deduplication keeps them all, and no benchmark problem is
+    among them. Levels 1-3 by default."""
     if style not in ("short", "long"):
         raise ValueError(f"style must be 'short' or 'long', got {style!r}")
-    p = arithmetic.sample_problem(rng, rng.choice(_levels(level)))
+    p = _distinct_problem(rng, _levels(level, SFT_LEVELS), seen)
     return {
         "messages": arithmetic.messages(p, p.solution(style)),
         "answer": str(p.answer),
@@ -62,9 +100,10 @@ def math_sft(rng: random.Random, level: int | list[int] | None = None, style: st
 def math_bench(
     rng: random.Random, level: int | list[int] | None = None, name: str | None = None
 ) -> Row:
-    """Benchmark row; the task name is `toy_math` or `toy_math_l<level>` for a single level."""
+    """Benchmark row from the held-out split; the task name is `toy_math` or `toy_math_l<level>`
+    for a single level."""
     levels = _levels(level)
-    p = arithmetic.sample_problem(rng, rng.choice(levels))
+    p = _problem(rng, levels, "bench")
     task = name or (f"toy_math_l{levels[0]}" if len(levels) == 1 else "toy_math")
     return {"prompt": arithmetic.messages(p), "answer": str(p.answer), "task": task}
 
@@ -153,7 +192,7 @@ def preference(
             "chosen": item.response,
             "rejected": instructions.violate(item),
         }
-    p = arithmetic.sample_problem(rng, rng.choice(_levels(level)))
+    p = _problem(rng, _levels(level), "train")
     chosen = p.solution("short")
     if rng.random() < 0.7:
         rejected = p.solution(
@@ -165,7 +204,7 @@ def preference(
 
 
 def prompts(rng: random.Random, level: int | list[int] | None = None) -> Row:
-    p = arithmetic.sample_problem(rng, rng.choice(_levels(level)))
+    p = _problem(rng, _levels(level), "train")
     return {
         "prompt": arithmetic.messages(p),
         "ground_truth": str(p.answer),
@@ -183,6 +222,9 @@ _GENERATORS: dict[str, Callable[..., Row]] = {
     "preference": preference,
     "prompts": prompts,
 }
+
+# Tasks whose rows are distinct within a file (the generator tracks what it wrote).
+_DISTINCT = {"math_sft"}
 
 # Task -> artifact type of the file it writes (contract.ArtifactType).
 TOY_TASKS: dict[str, str] = {
@@ -205,8 +247,9 @@ def generate(task: str, n: int, seed: int, **params: Any) -> Iterator[Row]:
         raise ValueError(f"n must be >= 0, got {n}")
     rng = random.Random(f"{task}/{seed}")
     fn = _GENERATORS[task]
+    state = {"seen": set()} if task in _DISTINCT else {}
     for _ in range(n):
-        yield fn(rng, **params)
+        yield fn(rng, **state, **params)
 
 
 def write_toy_data(task: str, n: int, seed: int, out_path: Path, **params: Any) -> Path:
