@@ -125,7 +125,7 @@ def test_math_sft_rows_are_distinct_problems_of_levels_1_to_3() -> None:
     questions = [r["messages"][1]["content"] for r in rows("math_sft", 1024, seed=1)]
     assert len(set(questions)) == 1024  # the filter's deduplication keeps every row
     assert {solve(q)[1] for q in questions} == {1, 2, 3}
-    with pytest.raises(ValueError, match="only .* distinct problems of levels \\[1\\]"):
+    with pytest.raises(ValueError, match=r"only .* distinct problems of levels \[1\]"):
         rows("math_sft", 200, level=1)  # level 1 has fewer than 100 problems in all
 
 

@@ -179,7 +179,7 @@ MAX_TRIES = 200
 
 
 def split_of(problem: MathProblem) -> str:
-    """"bench" or "train": which split of the problem space `problem` belongs to."""
+    """Which split of the problem space `problem` belongs to: "bench" or "train"."""
     held_out = zlib.crc32(problem.expression().encode()) % HELD_OUT_MOD == 0
     return "bench" if held_out else "train"
 
