@@ -31,6 +31,15 @@ MULTIPLIERS = {2: "doubles", 3: "triples"}
 MAX_VALUE = 9
 MAX_OPERAND = 9
 START_RANGE = (2, 9)
+# Wordings of the in-domain question (`MathProblem.wording`): with one-digit amounts there are
+# only about 80 level-1 and 700 level-2 chains, so the wordings are what gives SFT a thousand
+# distinct rows of levels 1-2. Words of the toy tokenizer only.
+QUESTION_FORMS = (
+    "What is {}?",
+    "How much is {}?",
+    "Give the result of {}.",
+    "Write the result of {}.",
+)
 
 
 @dataclass(frozen=True)
@@ -48,6 +57,7 @@ class MathProblem:
     item: str
     start: int
     steps: tuple[Step, ...]
+    wording: int = 0  # index into QUESTION_FORMS of the expression form's question
 
     @property
     def level(self) -> int:
@@ -91,7 +101,7 @@ class MathProblem:
         """`form`: "expression" ("What is 7 + 2 - 1?", the in-domain task) or "words" (the
         word problem, the pretraining corpus's form)."""
         if form == "expression":
-            return f"What is {self.expression()}?"
+            return QUESTION_FORMS[self.wording].format(self.expression())
         return " ".join([*self.sentences(), f"How many {self.item} does {self.name} have now?"])
 
     def solution(
@@ -200,11 +210,11 @@ def sample_split_problem(
 
 def drill(rng: random.Random) -> tuple[str, str]:
     """A bare arithmetic fact, as the pretraining corpus teaches it: ("What is 7 + 2?",
-    "7 + 2 = 9"), a level-1 problem without the system prompt and without \\boxed{}: the base
+    "7 + 2 = 9."), a level-1 problem without the system prompt and without \\boxed{}: the base
     knows the facts, SFT teaches the answer format and chaining them."""
     x = rng.randint(0, MAX_VALUE)
     step = sample_step(rng, x)
-    return f"What is {x} {step.op} {step.k}?", f"{x} {step.op} {step.k} = {apply(x, step)}"
+    return f"What is {x} {step.op} {step.k}?", f"{x} {step.op} {step.k} = {apply(x, step)}."
 
 
 def messages(problem: MathProblem, response: str | None = None) -> list[dict[str, str]]:

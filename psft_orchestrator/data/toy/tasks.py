@@ -7,7 +7,7 @@ streams, so e.g. `math_sft` and `math_bench` with seed 0 are not the same proble
 
 Tasks (artifact type):
     math_sft      (dataset)    math chats with step-by-step solutions, distinct problems of the
-                               training split; params: level (default 1-3), style
+                               training split; params: level (default 1-2), style
     math_bench    (benchmark)  math problems of the held-out split; params: level (default 1-2)
     ood_bench     (benchmark)  exact-match / multiple-choice skills; params: skill ("all" or one)
     ifeval_bench  (benchmark)  format instructions with machine-checkable `checks`
@@ -20,6 +20,7 @@ Tasks (artifact type):
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -36,7 +37,6 @@ GENERATOR_VERSION = 7
 
 Row = dict[str, Any]
 MATH_LEVELS = (1, 2)  # benchmarks, preference pairs, RL prompts
-SFT_LEVELS = (1, 2, 3)  # level 3 gives the SFT data thousands of distinct problems
 
 
 def _levels(level: int | list[int] | None, default: tuple[int, ...] = MATH_LEVELS) -> list[int]:
@@ -49,29 +49,39 @@ def _user(text: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": text}]
 
 
+def _worded(rng: random.Random, p: arithmetic.MathProblem) -> arithmetic.MathProblem:
+    return dataclasses.replace(p, wording=rng.randrange(len(arithmetic.QUESTION_FORMS)))
+
+
 def _problem(rng: random.Random, levels: list[int], split: str) -> arithmetic.MathProblem:
-    """A problem of one of `levels` (picked uniformly) from `split` of the problem space."""
+    """A problem of one of `levels` (picked uniformly) from `split` of the problem space, in one
+    of the question's wordings."""
     p = arithmetic.sample_split_problem(rng, rng.choice(levels), split)
     if p is None:  # a quarter of every level is in each split: never in practice
         raise ValueError(f"no problem of levels {levels} in the {split} split")
-    return p
+    return _worded(rng, p)
 
 
 def _distinct_problem(
     rng: random.Random, levels: list[int], seen: set[str]
 ) -> arithmetic.MathProblem:
-    """A training-split problem not in `seen` (expressions); a level whose problems are used up
-    gives way to the others (level 1 has about 60 training problems, level 2 about 500)."""
+    """A training-split problem whose question (expression and wording) is not in `seen`; a
+    level whose questions are used up gives way to the others (level 1 has about 240 training
+    questions, level 2 about 2 000)."""
     left = list(levels)
     while left:
         level = rng.choice(left)
-        p = arithmetic.sample_split_problem(rng, level, "train", exclude=seen)
-        if p is not None:
-            seen.add(p.expression())
-            return p
+        for _ in range(arithmetic.MAX_TRIES):
+            p = arithmetic.sample_split_problem(rng, level, "train")
+            if p is None:
+                break
+            p = _worded(rng, p)
+            if p.question() not in seen:
+                seen.add(p.question())
+                return p
         left.remove(level)
     raise ValueError(
-        f"math_sft: only {len(seen)} distinct problems of levels {levels}; ask for fewer rows "
+        f"math_sft: only {len(seen)} distinct questions of levels {levels}; ask for fewer rows "
         "or more levels"
     )
 
@@ -84,12 +94,12 @@ def math_sft(
     seen: set[str],
 ) -> Row:
     """SFT row: system + question + worked solution; `style="long"` adds verification lines.
-    The rows of one file are distinct problems of the training split (`seen` holds the file's
-    expressions so far): the filter's deduplication keeps them all, and no benchmark problem is
-    among them. Levels 1-3 by default."""
+    The rows of one file are distinct questions of the training split (`seen` holds the file's
+    questions so far): the filter's deduplication keeps them all, and no benchmark problem is
+    among them, in any wording."""
     if style not in ("short", "long"):
         raise ValueError(f"style must be 'short' or 'long', got {style!r}")
-    p = _distinct_problem(rng, _levels(level, SFT_LEVELS), seen)
+    p = _distinct_problem(rng, _levels(level), seen)
     return {
         "messages": arithmetic.messages(p, p.solution(style)),
         "answer": str(p.answer),
@@ -149,6 +159,7 @@ def corpus(
     math_share: float = 0.1,
     math_levels: list[int] | None = None,
     arith_share: float = 0.1,
+    chain_share: float = 0.0,
     ifeval_share: float = 0.1,
     copy_share: float = 0.2,
 ) -> Row:
@@ -157,19 +168,25 @@ def corpus(
     Mostly OOD skills (the base model should be good at them), some format instructions, plain
     "copy the string" items (they bootstrap the copy/induction heads the skills need), bare
     arithmetic facts ("What is 5 + 3?" -> "5 + 3 = 8", a level-1 problem without the system
-    prompt) and worked word problems that end with "The answer is 8.". Nothing has the system
-    prompt or \\boxed{}: the base knows the single steps, and what SFT teaches is the paper's
-    answer format (which the math benchmark requires) and chaining the steps."""
+    prompt), worked level-2 chains of the training split ("What is 7 + 2 - 1?" -> "7 + 2 = 9.
+    9 - 1 = 8.", the SFT solution without its box) and worked word problems that end with "The answer is 8.".
+    Nothing has the system prompt or \\boxed{}: the base knows the steps, and what SFT teaches
+    is the paper's answer format (which the math benchmark requires) and longer chains."""
     u = rng.random()
     if u < math_share:
         p = arithmetic.sample_problem(rng, rng.choice(math_levels or list(MATH_LEVELS)))
         prompt, response = p.question("words"), p.solution("plain", form="words")
     elif u < math_share + arith_share:
         prompt, response = arithmetic.drill(rng)
-    elif u < math_share + arith_share + ifeval_share:
+    elif u < math_share + arith_share + chain_share:
+        # The SFT solution without its \\boxed{}: what SFT adds is the box (and longer chains).
+        p = _problem(rng, [2], "train")
+        prompt = p.question()
+        response = p.solution("short").replace(f"\\boxed{{{p.answer}}}", str(p.answer))
+    elif u < math_share + arith_share + chain_share + ifeval_share:
         item = instructions.sample_instruction(rng)
         prompt, response = item.prompt, item.response
-    elif u < math_share + arith_share + ifeval_share + copy_share:
+    elif u < math_share + arith_share + chain_share + ifeval_share + copy_share:
         s = copy_string(rng)
         prompt, response = s.prompt, s.answer
     else:
