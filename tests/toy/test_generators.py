@@ -282,14 +282,15 @@ def test_ifeval_reference_follows_its_checks() -> None:
     assert len(types) >= 7
 
 
-def test_corpus_is_chat_transcripts_with_math_facts_and_skills() -> None:
-    texts = [r["text"] for r in rows("corpus", 400)]
+@pytest.mark.parametrize("math_share", [0.0, 0.1])
+def test_corpus_is_chat_transcripts_with_math_facts_and_skills(math_share: float) -> None:
+    texts = [r["text"] for r in rows("corpus", 400, math_share=math_share)]
     assert all(t.startswith("<|im_start|>") and t.endswith("<|im_end|>\n") for t in texts)
-    # Worked word problems, but no system prompt and no \boxed{}: the answer format is what SFT
+    # Worked problems, but no system prompt and no \boxed{}: the answer format is what SFT
     # teaches (docs/toy-world.md).
     assert not any("\\boxed{" in t or "<|im_start|>system" in t for t in texts)
-    problems = [t for t in texts if "How many" in t]
-    assert 0.05 < len(problems) / len(texts) < 0.2
+    problems = [t for t in texts if "How many" in t]  # word problems: off by default
+    assert (0.05 < len(problems) / len(texts) < 0.2) if math_share else not problems
     for t in problems:
         question, solution = re.findall(
             r"user\n(.*)<\|im_end\|>\n<\|im_start\|>assistant\n(.*)<", t, re.S

@@ -2,11 +2,13 @@
 
 Stands in for the paper's math data (OpenR1-Math for SFT, AIME/AMC/MATH-500 for eval): a
 problem is a start amount and `level` operations (add, subtract, double/triple). The in-domain
-form is a left-to-right expression ("What is 7 + 2 - 1?") whose solution does one operation per
-sentence and boxes the last result in place (`7 + 2 = 9. 9 - 1 = \\boxed{8}.`), so Math-Verify
-scores it like a real one. The same problems as word problems ("Lily has 7 pencils. ...") are
-the pretraining corpus's form, with a plain last line. The "long" style adds a check after every
-step (the inverse operation), the toy counterpart of long chain-of-thought traces.
+form is a left-to-right expression in one of four wordings ("What is 7 + 2 - 1?") whose solution
+does one operation per sentence and boxes the last result in place (`7 + 2 = 9. 9 - 1 =
+\\boxed{8}.`), so Math-Verify scores it like a real one. The pretraining corpus has the same
+solutions without the box (level 2, training split) and the single steps as drills; the same
+problems as word problems ("Lily has 7 pencils. ...") were its form up to version 6. The "long"
+style adds a check after every step (the inverse operation), the toy counterpart of long
+chain-of-thought traces.
 """
 
 from __future__ import annotations

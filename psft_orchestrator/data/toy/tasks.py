@@ -13,7 +13,7 @@ Tasks (artifact type):
     ifeval_bench  (benchmark)  format instructions with machine-checkable `checks`
     mt_bench      (benchmark)  two such instructions as turn 1 and a follow-up turn 2
     corpus        (corpus)     pretraining text: all skills as ChatML transcripts; params: math_share,
-                               math_levels, arith_share, ifeval_share, copy_share
+                               math_levels, arith_share, chain_share, ifeval_share, copy_share
     preference    (preference) chosen/rejected pairs (math and format); params: domain
     prompts       (prompts)    math RL prompts with ground truth; params: level
 """
@@ -36,12 +36,12 @@ from psft_orchestrator.data.toy.skills import EXTRA_SKILLS, SKILLS, copy_string
 GENERATOR_VERSION = 7
 
 Row = dict[str, Any]
-MATH_LEVELS = (1, 2)  # benchmarks, preference pairs, RL prompts
+MATH_LEVELS = (1, 2)
 
 
-def _levels(level: int | list[int] | None, default: tuple[int, ...] = MATH_LEVELS) -> list[int]:
+def _levels(level: int | list[int] | None) -> list[int]:
     if level is None:
-        return list(default)
+        return list(MATH_LEVELS)
     return [level] if isinstance(level, int) else list(level)
 
 
@@ -156,10 +156,10 @@ def mt_bench(rng: random.Random) -> Row:
 
 def corpus(
     rng: random.Random,
-    math_share: float = 0.1,
+    math_share: float = 0.0,
     math_levels: list[int] | None = None,
     arith_share: float = 0.1,
-    chain_share: float = 0.0,
+    chain_share: float = 0.1,
     ifeval_share: float = 0.1,
     copy_share: float = 0.2,
 ) -> Row:
@@ -167,11 +167,12 @@ def corpus(
 
     Mostly OOD skills (the base model should be good at them), some format instructions, plain
     "copy the string" items (they bootstrap the copy/induction heads the skills need), bare
-    arithmetic facts ("What is 5 + 3?" -> "5 + 3 = 8", a level-1 problem without the system
-    prompt), worked level-2 chains of the training split ("What is 7 + 2 - 1?" -> "7 + 2 = 9.
-    9 - 1 = 8.", the SFT solution without its box) and worked word problems that end with "The answer is 8.".
+    arithmetic facts ("What is 5 + 3?" -> "5 + 3 = 8.", a level-1 problem without the system
+    prompt) and worked level-2 chains of the training split in any wording ("How much is 7 + 2 -
+    1?" -> "7 + 2 = 9. 9 - 1 = 8.", the SFT solution without its box); word problems ("Lily has
+    7 pencils. ..." -> "... The answer is 8.") only if `math_share` > 0 (versions up to 6).
     Nothing has the system prompt or \\boxed{}: the base knows the steps, and what SFT teaches
-    is the paper's answer format (which the math benchmark requires) and longer chains."""
+    is the paper's answer format, which the math benchmark requires (docs/toy-world.md)."""
     u = rng.random()
     if u < math_share:
         p = arithmetic.sample_problem(rng, rng.choice(math_levels or list(MATH_LEVELS)))
