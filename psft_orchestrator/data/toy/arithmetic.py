@@ -2,8 +2,8 @@
 
 Stands in for the paper's math data (OpenR1-Math for SFT, AIME/AMC/MATH-500 for eval): a
 problem is a start amount and `level` operations (add, subtract, double/triple). The in-domain
-form is a left-to-right expression in one of four wordings ("What is 7 + 2 - 1?") whose solution
-does one operation per sentence and boxes the last result in place (`7 + 2 = 9. 9 - 1 =
+form is a left-to-right expression in one of four wordings ("What is 7+2-1?") whose solution
+does one operation per sentence and boxes the last result in place (`7+2 = 9. 9-1 =
 \\boxed{8}.`), so Math-Verify scores it like a real one. The pretraining corpus has the same
 solutions without the box (level 2, training split) and the single steps as drills; the same
 problems as word problems ("Lily has 7 pencils. ...") were its form up to version 6. The "long"
@@ -91,16 +91,18 @@ class MathProblem:
         return out
 
     def expression(self) -> str:
-        """The problem as one left-to-right expression: "7 + 2 - 1", "(7 - 4) * 2 + 1"."""
+        """The problem as one left-to-right expression: "7+2-1", "(7-4)*2+1". No spaces around
+        the operators: an operand is then the token right after its operator, which the tiny
+        model copies far more reliably than one after a space token (docs/toy-world.md)."""
         text = str(self.start)
         for i, s in enumerate(self.steps):
             if s.op == "*" and i > 0:
                 text = f"({text})"
-            text = f"{text} {s.op} {s.k}"
+            text = f"{text}{s.op}{s.k}"
         return text
 
     def question(self, form: str = "expression") -> str:
-        """`form`: "expression" ("What is 7 + 2 - 1?", the in-domain task) or "words" (the
+        """`form`: "expression" ("What is 7+2-1?", the in-domain task) or "words" (the
         word problem, the pretraining corpus's form)."""
         if form == "expression":
             return QUESTION_FORMS[self.wording].format(self.expression())
@@ -114,7 +116,7 @@ class MathProblem:
         form: str = "expression",
     ) -> str:
         """The worked solution: one `a op b = c.` per step, in order, then the answer. For the
-        word form each step first restates its sentence ("She finds 2 more pencils, so 7 + 2 =
+        word form each step first restates its sentence ("She finds 2 more pencils, so 7+2 =
         9."). `style`: "short", "long" (a check after every step and a recap) or "plain" (short,
         but the answer is not in \\boxed{}: the pretraining corpus's form). `corrupt_step` /
         `delta` inject an arithmetic slip at that step (propagated to the end), which is how
@@ -127,11 +129,11 @@ class MathProblem:
         for i, (s, sentence) in enumerate(zip(self.steps, rest, strict=True)):
             y = apply(x, s) + (delta if i == corrupt_step else 0)
             last = inline and i == self.level - 1
-            step = f"{x} {s.op} {s.k} = " + (f"\\boxed{{{y}}}." if last else f"{y}.")
+            step = f"{x}{s.op}{s.k} = " + (f"\\boxed{{{y}}}." if last else f"{y}.")
             parts.append(f"{sentence[:-1]}, so {step}" if words else step)
             if style == "long":
                 inv = {"+": "-", "-": "+", "*": "/"}[s.op]
-                parts.append(f"Check: {y} {inv} {s.k} = {x}. Correct.")
+                parts.append(f"Check: {y}{inv}{s.k} = {x}. Correct.")
             x = y
         if style == "long":
             parts.append(
@@ -211,12 +213,12 @@ def sample_split_problem(
 
 
 def drill(rng: random.Random) -> tuple[str, str]:
-    """A bare arithmetic fact, as the pretraining corpus teaches it: ("What is 7 + 2?",
-    "7 + 2 = 9."), a level-1 problem without the system prompt and without \\boxed{}: the base
+    """A bare arithmetic fact, as the pretraining corpus teaches it: ("What is 7+2?",
+    "7+2 = 9."), a level-1 problem without the system prompt and without \\boxed{}: the base
     knows the facts, SFT teaches the answer format and chaining them."""
     x = rng.randint(0, MAX_VALUE)
     step = sample_step(rng, x)
-    return f"What is {x} {step.op} {step.k}?", f"{x} {step.op} {step.k} = {apply(x, step)}."
+    return f"What is {x}{step.op}{step.k}?", f"{x}{step.op}{step.k} = {apply(x, step)}."
 
 
 def messages(problem: MathProblem, response: str | None = None) -> list[dict[str, str]]:

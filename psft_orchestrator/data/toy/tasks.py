@@ -167,9 +167,9 @@ def corpus(
 
     Mostly OOD skills (the base model should be good at them), some format instructions, plain
     "copy the string" items (they bootstrap the copy/induction heads the skills need), bare
-    arithmetic facts ("What is 5 + 3?" -> "5 + 3 = 8.", a level-1 problem without the system
-    prompt) and worked level-2 chains of the training split in any wording ("How much is 7 + 2 -
-    1?" -> "7 + 2 = 9. 9 - 1 = 8.", the SFT solution without its box); word problems ("Lily has
+    arithmetic facts ("What is 5+3?" -> "5+3 = 8.", a level-1 problem without the system
+    prompt) and worked level-2 chains of the training split in any wording ("How much is
+    7+2-1?" -> "7+2 = 9. 9-1 = 8.", the SFT solution without its box); word problems ("Lily has
     7 pencils. ..." -> "... The answer is 8.") only if `math_share` > 0 (versions up to 6).
     Nothing has the system prompt or \\boxed{}: the base knows the steps, and what SFT teaches
     is the paper's answer format, which the math benchmark requires (docs/toy-world.md)."""
