@@ -312,7 +312,7 @@ def test_corpus_chains_are_worked_training_problems_without_box() -> None:
     bench = expressions("math_bench", range(10), level=2)
     for question, solution in chains:
         answer, _ = solve(question)
-        assert solution.endswith(f" = {answer}.") and "\\boxed" not in solution
+        assert solution.endswith(f"The answer is {answer}.") and "\\boxed" not in solution
         assert len(re.findall(r" = ", solution)) == 2
         assert_lines_are_true(solution)
         assert re.search(r"[\d(][-+*() \d]*[\d)]", question).group(0) not in bench

@@ -3,12 +3,12 @@
 Stands in for the paper's math data (OpenR1-Math for SFT, AIME/AMC/MATH-500 for eval): a
 problem is a start amount and `level` operations (add, subtract, double/triple). The in-domain
 form is a left-to-right expression in one of four wordings ("What is 7+2-1?") whose solution
-does one operation per sentence and boxes the last result in place (`7+2 = 9. 9-1 =
+does one operation per sentence and then boxes the result (`7+2 = 9. 9-1 = 8. The answer is
 \\boxed{8}.`), so Math-Verify scores it like a real one. The pretraining corpus has the same
-solutions without the box (level 2, training split) and the single steps as drills; the same
-problems as word problems ("Lily has 7 pencils. ...") were its form up to version 6. The "long"
-style adds a check after every step (the inverse operation), the toy counterpart of long
-chain-of-thought traces.
+solutions without the box (`style="plain"`: level 2, training split) and the single steps as
+drills; the same problems as word problems ("Lily has 7 pencils. ...") were its form up to
+version 6. The "long" style adds a check after every step (the inverse operation), the toy
+counterpart of long chain-of-thought traces.
 """
 
 from __future__ import annotations
@@ -125,11 +125,9 @@ class MathProblem:
         first, *rest = self.sentences()
         parts = [first] if words else []
         x = self.start
-        inline = not words and style == "short"
         for i, (s, sentence) in enumerate(zip(self.steps, rest, strict=True)):
             y = apply(x, s) + (delta if i == corrupt_step else 0)
-            last = inline and i == self.level - 1
-            step = f"{x}{s.op}{s.k} = " + (f"\\boxed{{{y}}}." if last else f"{y}.")
+            step = f"{x}{s.op}{s.k} = {y}."
             parts.append(f"{sentence[:-1]}, so {step}" if words else step)
             if style == "long":
                 inv = {"+": "-", "-": "+", "*": "/"}[s.op]
@@ -139,10 +137,9 @@ class MathProblem:
             parts.append(
                 f"So {self.name} has {x} {self.item} now." if words else f"So the result is {x}."
             )
-        if not inline:
-            parts.append(
-                f"The answer is {x}." if style == "plain" else f"The answer is \\boxed{{{x}}}."
-            )
+        parts.append(
+            f"The answer is {x}." if style == "plain" else f"The answer is \\boxed{{{x}}}."
+        )
         return " ".join(parts)
 
 

@@ -180,10 +180,9 @@ def corpus(
     elif u < math_share + arith_share:
         prompt, response = arithmetic.drill(rng)
     elif u < math_share + arith_share + chain_share:
-        # The SFT solution without its \\boxed{}: what SFT adds is the box (and longer chains).
+        # The SFT solution without its \\boxed{}: what SFT adds is the box.
         p = _problem(rng, [2], "train")
-        prompt = p.question()
-        response = p.solution("short").replace(f"\\boxed{{{p.answer}}}", str(p.answer))
+        prompt, response = p.question(), p.solution("plain")
     elif u < math_share + arith_share + chain_share + ifeval_share:
         item = instructions.sample_instruction(rng)
         prompt, response = item.prompt, item.response
