@@ -34,7 +34,7 @@ MAX_VALUE = 9
 MAX_OPERAND = 9
 START_RANGE = (2, 9)
 # Wordings of the in-domain question (`MathProblem.wording`): with one-digit amounts there are
-# only about 80 level-1 and 700 level-2 chains, so the wordings are what gives SFT a thousand
+# only 77 level-1 and about 760 level-2 chains, so the wordings are what gives SFT a thousand
 # distinct rows of levels 1-2. Words of the toy tokenizer only.
 QUESTION_FORMS = (
     "What is {}?",
@@ -195,16 +195,14 @@ def split_of(problem: MathProblem) -> str:
     return "bench" if held_out else "train"
 
 
-def sample_split_problem(
-    rng: random.Random, level: int, split: str, exclude: set[str] | None = None
-) -> MathProblem | None:
-    """A problem of `level` steps from `split`, whose expression is not in `exclude`; None when
-    MAX_TRIES draws found none (the split's problems of that level are all excluded)."""
+def sample_split_problem(rng: random.Random, level: int, split: str) -> MathProblem | None:
+    """A problem of `level` steps from `split` (rejection sampling); None when MAX_TRIES draws
+    found none (not in practice: each split holds a quarter or more of every level)."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     for _ in range(MAX_TRIES):
         p = sample_problem(rng, level)
-        if split_of(p) == split and (exclude is None or p.expression() not in exclude):
+        if split_of(p) == split:
             return p
     return None
 

@@ -66,8 +66,8 @@ def _distinct_problem(
     rng: random.Random, levels: list[int], seen: set[str]
 ) -> arithmetic.MathProblem:
     """A training-split problem whose question (expression and wording) is not in `seen`; a
-    level whose questions are used up gives way to the others (level 1 has about 240 training
-    questions, level 2 about 2 000)."""
+    level whose questions are used up gives way to the others (level 1 has 232 training
+    questions: 58 chains in 4 wordings; level 2 about 2 280)."""
     left = list(levels)
     while left:
         level = rng.choice(left)
