@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import tempfile
 import time
@@ -142,7 +143,7 @@ def main() -> None:
     work = args.out or Path(tempfile.mkdtemp(prefix="toy-calib-"))
     base = args.base or pretrain_base(args, work)
     print(json.dumps({"model": "base", "seed": args.seed, **score(base, args.n_eval)}), flush=True)
-    for spec in filter(None, args.train.split(",")):
+    for spec in filter(None, re.split(r",(?![^{]*})", args.train)):  # no split inside {...}
         tuned = fine_tune(base, spec, args.seed, work)
         print(json.dumps({"model": spec, "seed": args.seed, **score(tuned, args.n_eval)}), flush=True)  # fmt: skip
 

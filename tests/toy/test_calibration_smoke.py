@@ -76,10 +76,13 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def test_calibration_relations_hold(world: dict[str, Path]) -> None:
     ood = list(generate("ood_bench", 24, 8))
     math = list(generate("math_bench", 8, 7, level=1))
-    solutions = [  # held-out SFT rows as (prompt, answer) pairs
+    trained = {r["messages"][1]["content"] for r in generate("math_sft", 96, 1)}
+    solutions = [  # held-out SFT rows (questions not in the SFT data) as (prompt, answer) pairs
         {"prompt": r["messages"][:2], "answer": r["messages"][2]["content"]}
-        for r in generate("math_sft", 16, 99)
+        for r in generate("math_sft", 24, 99)
+        if r["messages"][1]["content"] not in trained
     ]
+    assert len(solutions) >= 16
     init_loss, base_loss, sft_loss = (answer_loss(world[m], ood) for m in ("init", "base", "sft"))
     assert base_loss < init_loss - 2.0  # the corpus teaches the OOD skills
     assert boxed_share(world["base"], math) == 0.0  # ... and not the in-domain answer format

@@ -92,10 +92,12 @@ def solve_words(question: str) -> tuple[int, int]:
 def solve(question: str) -> tuple[int, int]:
     """(answer, number of steps) of "What is 7 + 2 - 1?": Python's own precedence rules, so a
     missing parenthesis in the generator would show up as a wrong answer."""
-    expr = re.fullmatch(r"What is ([-+*() \d]+)\?", question).group(1)
-    return eval(expr), len(
-        re.findall(r" [-+*] ", expr)
-    )  # the regex admits digits and operators only
+    pattern = (
+        r"(?:What is|How much is) ([-+*() \d]+)\?|(?:Give|Write) the result of ([-+*() \d]+)\."
+    )
+    m = re.fullmatch(pattern, question)
+    expr = m.group(1) or m.group(2)
+    return eval(expr), len(re.findall(r"[-+*]", expr))  # the regex admits digits and operators only
 
 
 def boxed(text: str) -> str | None:
@@ -104,7 +106,7 @@ def boxed(text: str) -> str | None:
 
 
 def assert_lines_are_true(solution: str) -> None:
-    for a, op, b, c in re.findall(r"(\d+) ([-+*/]) (\d+) = (\d+)", solution):
+    for a, op, b, c in re.findall(r"(\d+)([-+*/])(\d+) = (\d+)", solution):
         a, b, c = int(a), int(b), int(c)
         assert {"+": a + b, "-": a - b, "*": a * b, "/": a / b}[op] == c, solution
 
@@ -119,6 +121,43 @@ def test_math_sft_answers_are_correct(style: str) -> None:
         assert row["source"] == f"toy_math_l{steps}"
         assert_lines_are_true(assistant["content"])
         assert ("Check:" in assistant["content"]) == (style == "long")
+
+
+def test_math_sft_rows_are_distinct_questions_of_levels_1_and_2() -> None:
+    questions = [r["messages"][1]["content"] for r in rows("math_sft", 1024, seed=1)]
+    assert len(set(questions)) == 1024  # the filter's deduplication keeps every row
+    levels = Counter(solve(q)[1] for q in questions)
+    assert set(levels) == {1, 2} and levels[1] > 150
+    assert len({q.split()[0] for q in questions}) == 4  # every wording
+    with pytest.raises(ValueError, match=r"only .* distinct questions of levels \[1\]"):
+        rows("math_sft", 400, level=1)  # level 1 has fewer than 100 problems in all
+
+
+def expressions(task: str, seeds: range, **params) -> set[str]:
+    """The arithmetic expressions of a task's math rows, whatever the question's wording."""
+    key = "messages" if task == "math_sft" else "prompt"
+    return {
+        re.search(r"[\d(][-+*() \d]*[\d)]", row[key][1]["content"]).group(0)
+        for seed in seeds
+        for row in rows(task, 300, seed, **params)
+        if row[key][0]["role"] == "system"  # math rows (preference pairs mix in format ones)
+    }
+
+
+def test_benchmark_problems_are_never_training_rows() -> None:
+    bench = expressions("math_bench", range(10), level=[1, 2, 3])
+    train = (
+        expressions("math_sft", range(10), level=[1, 2, 3])
+        | expressions("preference", range(10), domain="math", level=[1, 2, 3])
+        | expressions("prompts", range(10), level=[1, 2, 3])
+    )
+    assert len(bench) > 400 and len(train) > 2000
+    assert not bench & train
+    # ... and the benchmark split is not a corner of the space: every level, most answers 0-9
+    for level in (1, 2, 3):
+        solved = [solve(f"What is {e}?") for e in expressions("math_bench", range(3), level=level)]
+        assert {steps for _, steps in solved} == {level}
+        assert len({answer for answer, _ in solved}) >= 8
 
 
 @pytest.mark.parametrize("level", [1, 2, 3])
@@ -241,23 +280,39 @@ def test_ifeval_reference_follows_its_checks() -> None:
     assert len(types) >= 7
 
 
-def test_corpus_is_chat_transcripts_with_math_facts_and_skills() -> None:
-    texts = [r["text"] for r in rows("corpus", 400)]
+@pytest.mark.parametrize("math_share", [0.0, 0.1])
+def test_corpus_is_chat_transcripts_with_math_facts_and_skills(math_share: float) -> None:
+    texts = [r["text"] for r in rows("corpus", 400, math_share=math_share)]
     assert all(t.startswith("<|im_start|>") and t.endswith("<|im_end|>\n") for t in texts)
-    # Worked word problems, but no system prompt and no \boxed{}: the answer format is what SFT
+    # Worked problems, but no system prompt and no \boxed{}: the answer format is what SFT
     # teaches (docs/toy-world.md).
     assert not any("\\boxed{" in t or "<|im_start|>system" in t for t in texts)
-    problems = [t for t in texts if "How many" in t]
-    assert 0.05 < len(problems) / len(texts) < 0.2
+    problems = [t for t in texts if "How many" in t]  # word problems: off by default
+    assert (0.05 < len(problems) / len(texts) < 0.2) if math_share else not problems
     for t in problems:
         question, solution = re.findall(
             r"user\n(.*)<\|im_end\|>\n<\|im_start\|>assistant\n(.*)<", t, re.S
         )[0]
         assert solution.endswith(f"The answer is {solve_words(question)[0]}.")
         assert_lines_are_true(solution)
-    facts = re.findall(r"assistant\n(\d+) ([-+*]) (\d+) = (\d+)<", "".join(texts))
+    facts = re.findall(r"assistant\n(\d+)([-+*])(\d+) = (\d+)\.<", "".join(texts))
     assert 0.05 < len(facts) / len(texts) < 0.2
     for a, op, b, c in facts:
         assert {"+": int(a) + int(b), "-": int(a) - int(b), "*": int(a) * int(b)}[op] == int(c)
     assert any("Sort the digits" in t for t in texts)
     assert any("Answer in uppercase" in t or "Use exactly" in t for t in texts)
+
+
+def test_corpus_chains_are_worked_training_problems_without_box() -> None:
+    texts = [r["text"] for r in rows("corpus", 600, math_share=0, chain_share=0.2)]
+    assert not any("How many" in t for t in texts)  # math_share=0: no word problems
+    turns = re.findall(r"user\n(.*)<\|im_end\|>\n<\|im_start\|>assistant\n(.*)<", "".join(texts))
+    chains = [(q, a) for q, a in turns if "Sort" not in q and len(re.findall(r"\d[-+*]", q)) == 2]
+    assert 0.1 < len(chains) / len(texts) < 0.3
+    bench = expressions("math_bench", range(10), level=2)
+    for question, solution in chains:
+        answer, _ = solve(question)
+        assert solution.endswith(f"The answer is {answer}.") and "\\boxed" not in solution
+        assert len(re.findall(r" = ", solution)) == 2
+        assert_lines_are_true(solution)
+        assert re.search(r"[\d(][-+*() \d]*[\d)]", question).group(0) not in bench

@@ -2,16 +2,19 @@
 
 Stands in for the paper's math data (OpenR1-Math for SFT, AIME/AMC/MATH-500 for eval): a
 problem is a start amount and `level` operations (add, subtract, double/triple). The in-domain
-form is a left-to-right expression ("What is 7 + 2 - 1?") whose solution does one operation per
-sentence and boxes the last result in place (`7 + 2 = 9. 9 - 1 = \\boxed{8}.`), so Math-Verify
-scores it like a real one. The same problems as word problems ("Lily has 7 pencils. ...") are
-the pretraining corpus's form, with a plain last line. The "long" style adds a check after every
-step (the inverse operation), the toy counterpart of long chain-of-thought traces.
+form is a left-to-right expression in one of four wordings ("What is 7+2-1?") whose solution
+does one operation per sentence and then boxes the result (`7+2 = 9. 9-1 = 8. The answer is
+\\boxed{8}.`), so Math-Verify scores it like a real one. The pretraining corpus has the same
+solutions without the box (`style="plain"`: level 2, training split) and the single steps as
+drills; the same problems as word problems ("Lily has 7 pencils. ...") were its form up to
+version 6. The "long" style adds a check after every step (the inverse operation), the toy
+counterpart of long chain-of-thought traces.
 """
 
 from __future__ import annotations
 
 import random
+import zlib
 from dataclasses import dataclass
 
 SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
@@ -30,6 +33,15 @@ MULTIPLIERS = {2: "doubles", 3: "triples"}
 MAX_VALUE = 9
 MAX_OPERAND = 9
 START_RANGE = (2, 9)
+# Wordings of the in-domain question (`MathProblem.wording`): with one-digit amounts there are
+# only 77 level-1 and about 760 level-2 chains, so the wordings are what gives SFT a thousand
+# distinct rows of levels 1-2. Words of the toy tokenizer only.
+QUESTION_FORMS = (
+    "What is {}?",
+    "How much is {}?",
+    "Give the result of {}.",
+    "Write the result of {}.",
+)
 
 
 @dataclass(frozen=True)
@@ -47,6 +59,7 @@ class MathProblem:
     item: str
     start: int
     steps: tuple[Step, ...]
+    wording: int = 0  # index into QUESTION_FORMS of the expression form's question
 
     @property
     def level(self) -> int:
@@ -78,19 +91,21 @@ class MathProblem:
         return out
 
     def expression(self) -> str:
-        """The problem as one left-to-right expression: "7 + 2 - 1", "(7 - 4) * 2 + 1"."""
+        """The problem as one left-to-right expression: "7+2-1", "(7-4)*2+1". No spaces around
+        the operators: an operand is then the token right after its operator, which the tiny
+        model copies far more reliably than one after a space token (docs/toy-world.md)."""
         text = str(self.start)
         for i, s in enumerate(self.steps):
             if s.op == "*" and i > 0:
                 text = f"({text})"
-            text = f"{text} {s.op} {s.k}"
+            text = f"{text}{s.op}{s.k}"
         return text
 
     def question(self, form: str = "expression") -> str:
-        """`form`: "expression" ("What is 7 + 2 - 1?", the in-domain task) or "words" (the
+        """`form`: "expression" ("What is 7+2-1?", the in-domain task) or "words" (the
         word problem, the pretraining corpus's form)."""
         if form == "expression":
-            return f"What is {self.expression()}?"
+            return QUESTION_FORMS[self.wording].format(self.expression())
         return " ".join([*self.sentences(), f"How many {self.item} does {self.name} have now?"])
 
     def solution(
@@ -101,7 +116,7 @@ class MathProblem:
         form: str = "expression",
     ) -> str:
         """The worked solution: one `a op b = c.` per step, in order, then the answer. For the
-        word form each step first restates its sentence ("She finds 2 more pencils, so 7 + 2 =
+        word form each step first restates its sentence ("She finds 2 more pencils, so 7+2 =
         9."). `style`: "short", "long" (a check after every step and a recap) or "plain" (short,
         but the answer is not in \\boxed{}: the pretraining corpus's form). `corrupt_step` /
         `delta` inject an arithmetic slip at that step (propagated to the end), which is how
@@ -110,24 +125,21 @@ class MathProblem:
         first, *rest = self.sentences()
         parts = [first] if words else []
         x = self.start
-        inline = not words and style == "short"
         for i, (s, sentence) in enumerate(zip(self.steps, rest, strict=True)):
             y = apply(x, s) + (delta if i == corrupt_step else 0)
-            last = inline and i == self.level - 1
-            step = f"{x} {s.op} {s.k} = " + (f"\\boxed{{{y}}}." if last else f"{y}.")
+            step = f"{x}{s.op}{s.k} = {y}."
             parts.append(f"{sentence[:-1]}, so {step}" if words else step)
             if style == "long":
                 inv = {"+": "-", "-": "+", "*": "/"}[s.op]
-                parts.append(f"Check: {y} {inv} {s.k} = {x}. Correct.")
+                parts.append(f"Check: {y}{inv}{s.k} = {x}. Correct.")
             x = y
         if style == "long":
             parts.append(
                 f"So {self.name} has {x} {self.item} now." if words else f"So the result is {x}."
             )
-        if not inline:
-            parts.append(
-                f"The answer is {x}." if style == "plain" else f"The answer is \\boxed{{{x}}}."
-            )
+        parts.append(
+            f"The answer is {x}." if style == "plain" else f"The answer is \\boxed{{{x}}}."
+        )
         return " ".join(parts)
 
 
@@ -168,13 +180,40 @@ def sample_problem(rng: random.Random, level: int) -> MathProblem:
     return MathProblem(name, item, start, tuple(steps))
 
 
+# The split of the problem space: a problem is in the benchmark split when the CRC-32 of its
+# expression is 0 mod HELD_OUT_MOD (a quarter of the problems at every level), else in the
+# training split. Benchmarks draw only from the first, training data (SFT, preference pairs, RL
+# prompts) only from the second, so no benchmark problem is ever a training row.
+HELD_OUT_MOD = 4
+SPLITS = ("train", "bench")
+MAX_TRIES = 200
+
+
+def split_of(problem: MathProblem) -> str:
+    """Which split of the problem space `problem` belongs to: "bench" or "train"."""
+    held_out = zlib.crc32(problem.expression().encode()) % HELD_OUT_MOD == 0
+    return "bench" if held_out else "train"
+
+
+def sample_split_problem(rng: random.Random, level: int, split: str) -> MathProblem | None:
+    """A problem of `level` steps from `split` (rejection sampling); None when MAX_TRIES draws
+    found none (not in practice: each split holds a quarter or more of every level)."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    for _ in range(MAX_TRIES):
+        p = sample_problem(rng, level)
+        if split_of(p) == split:
+            return p
+    return None
+
+
 def drill(rng: random.Random) -> tuple[str, str]:
-    """A bare arithmetic fact, as the pretraining corpus teaches it: ("What is 7 + 2?",
-    "7 + 2 = 9"), a level-1 problem without the system prompt and without \\boxed{}: the base
+    """A bare arithmetic fact, as the pretraining corpus teaches it: ("What is 7+2?",
+    "7+2 = 9."), a level-1 problem without the system prompt and without \\boxed{}: the base
     knows the facts, SFT teaches the answer format and chaining them."""
     x = rng.randint(0, MAX_VALUE)
     step = sample_step(rng, x)
-    return f"What is {x} {step.op} {step.k}?", f"{x} {step.op} {step.k} = {apply(x, step)}"
+    return f"What is {x}{step.op}{step.k}?", f"{x}{step.op}{step.k} = {apply(x, step)}."
 
 
 def messages(problem: MathProblem, response: str | None = None) -> list[dict[str, str]]:

@@ -6,19 +6,21 @@ so the same call writes the same bytes on any machine; different tasks draw from
 streams, so e.g. `math_sft` and `math_bench` with seed 0 are not the same problems.
 
 Tasks (artifact type):
-    math_sft      (dataset)    math chats with step-by-step solutions; params: level, style
-    math_bench    (benchmark)  math problems to solve; params: level
+    math_sft      (dataset)    math chats with step-by-step solutions, distinct problems of the
+                               training split; params: level (default 1-2), style
+    math_bench    (benchmark)  math problems of the held-out split; params: level (default 1-2)
     ood_bench     (benchmark)  exact-match / multiple-choice skills; params: skill ("all" or one)
     ifeval_bench  (benchmark)  format instructions with machine-checkable `checks`
     mt_bench      (benchmark)  two such instructions as turn 1 and a follow-up turn 2
     corpus        (corpus)     pretraining text: all skills as ChatML transcripts; params: math_share,
-                               math_levels, arith_share, ifeval_share, copy_share
+                               math_levels, arith_share, chain_share, ifeval_share, copy_share
     preference    (preference) chosen/rejected pairs (math and format); params: domain
     prompts       (prompts)    math RL prompts with ground truth; params: level
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -31,7 +33,7 @@ from psft_orchestrator.data.toy.chatml import render_chat
 from psft_orchestrator.data.toy.skills import EXTRA_SKILLS, SKILLS, copy_string
 
 # Bump whenever any generator's output changes: node fingerprints include it.
-GENERATOR_VERSION = 6
+GENERATOR_VERSION = 7
 
 Row = dict[str, Any]
 MATH_LEVELS = (1, 2)
@@ -47,11 +49,57 @@ def _user(text: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": text}]
 
 
-def math_sft(rng: random.Random, level: int | list[int] | None = None, style: str = "short") -> Row:
-    """SFT row: system + question + worked solution; `style="long"` adds verification lines."""
+def _worded(rng: random.Random, p: arithmetic.MathProblem) -> arithmetic.MathProblem:
+    return dataclasses.replace(p, wording=rng.randrange(len(arithmetic.QUESTION_FORMS)))
+
+
+def _problem(rng: random.Random, levels: list[int], split: str) -> arithmetic.MathProblem:
+    """A problem of one of `levels` (picked uniformly) from `split` of the problem space, in one
+    of the question's wordings."""
+    p = arithmetic.sample_split_problem(rng, rng.choice(levels), split)
+    if p is None:  # a quarter of every level is in each split: never in practice
+        raise ValueError(f"no problem of levels {levels} in the {split} split")
+    return _worded(rng, p)
+
+
+def _distinct_problem(
+    rng: random.Random, levels: list[int], seen: set[str]
+) -> arithmetic.MathProblem:
+    """A training-split problem whose question (expression and wording) is not in `seen`; a
+    level whose questions are used up gives way to the others (level 1 has 232 training
+    questions: 58 chains in 4 wordings; level 2 about 2 280)."""
+    left = list(levels)
+    while left:
+        level = rng.choice(left)
+        for _ in range(arithmetic.MAX_TRIES):
+            p = arithmetic.sample_split_problem(rng, level, "train")
+            if p is None:
+                break
+            p = _worded(rng, p)
+            if p.question() not in seen:
+                seen.add(p.question())
+                return p
+        left.remove(level)
+    raise ValueError(
+        f"math_sft: only {len(seen)} distinct questions of levels {levels}; ask for fewer rows "
+        "or more levels"
+    )
+
+
+def math_sft(
+    rng: random.Random,
+    level: int | list[int] | None = None,
+    style: str = "short",
+    *,
+    seen: set[str],
+) -> Row:
+    """SFT row: system + question + worked solution; `style="long"` adds verification lines.
+    The rows of one file are distinct questions of the training split (`seen` holds the file's
+    questions so far): the filter's deduplication keeps them all, and no benchmark problem is
+    among them, in any wording."""
     if style not in ("short", "long"):
         raise ValueError(f"style must be 'short' or 'long', got {style!r}")
-    p = arithmetic.sample_problem(rng, rng.choice(_levels(level)))
+    p = _distinct_problem(rng, _levels(level), seen)
     return {
         "messages": arithmetic.messages(p, p.solution(style)),
         "answer": str(p.answer),
@@ -62,9 +110,10 @@ def math_sft(rng: random.Random, level: int | list[int] | None = None, style: st
 def math_bench(
     rng: random.Random, level: int | list[int] | None = None, name: str | None = None
 ) -> Row:
-    """Benchmark row; the task name is `toy_math` or `toy_math_l<level>` for a single level."""
+    """Benchmark row from the held-out split; the task name is `toy_math` or `toy_math_l<level>`
+    for a single level."""
     levels = _levels(level)
-    p = arithmetic.sample_problem(rng, rng.choice(levels))
+    p = _problem(rng, levels, "bench")
     task = name or (f"toy_math_l{levels[0]}" if len(levels) == 1 else "toy_math")
     return {"prompt": arithmetic.messages(p), "answer": str(p.answer), "task": task}
 
@@ -107,9 +156,10 @@ def mt_bench(rng: random.Random) -> Row:
 
 def corpus(
     rng: random.Random,
-    math_share: float = 0.1,
+    math_share: float = 0.0,
     math_levels: list[int] | None = None,
     arith_share: float = 0.1,
+    chain_share: float = 0.1,
     ifeval_share: float = 0.1,
     copy_share: float = 0.2,
 ) -> Row:
@@ -117,20 +167,26 @@ def corpus(
 
     Mostly OOD skills (the base model should be good at them), some format instructions, plain
     "copy the string" items (they bootstrap the copy/induction heads the skills need), bare
-    arithmetic facts ("What is 5 + 3?" -> "5 + 3 = 8", a level-1 problem without the system
-    prompt) and worked word problems that end with "The answer is 8.". Nothing has the system
-    prompt or \\boxed{}: the base knows the single steps, and what SFT teaches is the paper's
-    answer format (which the math benchmark requires) and chaining the steps."""
+    arithmetic facts ("What is 5+3?" -> "5+3 = 8.", a level-1 problem without the system
+    prompt) and worked level-2 chains of the training split in any wording ("How much is
+    7+2-1?" -> "7+2 = 9. 9-1 = 8.", the SFT solution without its box); word problems ("Lily has
+    7 pencils. ..." -> "... The answer is 8.") only if `math_share` > 0 (versions up to 6).
+    Nothing has the system prompt or \\boxed{}: the base knows the steps, and what SFT teaches
+    is the paper's answer format, which the math benchmark requires (docs/toy-world.md)."""
     u = rng.random()
     if u < math_share:
         p = arithmetic.sample_problem(rng, rng.choice(math_levels or list(MATH_LEVELS)))
         prompt, response = p.question("words"), p.solution("plain", form="words")
     elif u < math_share + arith_share:
         prompt, response = arithmetic.drill(rng)
-    elif u < math_share + arith_share + ifeval_share:
+    elif u < math_share + arith_share + chain_share:
+        # The SFT solution without its \\boxed{}: what SFT adds is the box.
+        p = _problem(rng, [2], "train")
+        prompt, response = p.question(), p.solution("plain")
+    elif u < math_share + arith_share + chain_share + ifeval_share:
         item = instructions.sample_instruction(rng)
         prompt, response = item.prompt, item.response
-    elif u < math_share + arith_share + ifeval_share + copy_share:
+    elif u < math_share + arith_share + chain_share + ifeval_share + copy_share:
         s = copy_string(rng)
         prompt, response = s.prompt, s.answer
     else:
@@ -153,7 +209,7 @@ def preference(
             "chosen": item.response,
             "rejected": instructions.violate(item),
         }
-    p = arithmetic.sample_problem(rng, rng.choice(_levels(level)))
+    p = _problem(rng, _levels(level), "train")
     chosen = p.solution("short")
     if rng.random() < 0.7:
         rejected = p.solution(
@@ -165,7 +221,7 @@ def preference(
 
 
 def prompts(rng: random.Random, level: int | list[int] | None = None) -> Row:
-    p = arithmetic.sample_problem(rng, rng.choice(_levels(level)))
+    p = _problem(rng, _levels(level), "train")
     return {
         "prompt": arithmetic.messages(p),
         "ground_truth": str(p.answer),
@@ -183,6 +239,9 @@ _GENERATORS: dict[str, Callable[..., Row]] = {
     "preference": preference,
     "prompts": prompts,
 }
+
+# Tasks whose rows are distinct within a file (the generator tracks what it wrote).
+_DISTINCT = {"math_sft"}
 
 # Task -> artifact type of the file it writes (contract.ArtifactType).
 TOY_TASKS: dict[str, str] = {
@@ -205,8 +264,9 @@ def generate(task: str, n: int, seed: int, **params: Any) -> Iterator[Row]:
         raise ValueError(f"n must be >= 0, got {n}")
     rng = random.Random(f"{task}/{seed}")
     fn = _GENERATORS[task]
+    state = {"seen": set()} if task in _DISTINCT else {}
     for _ in range(n):
-        yield fn(rng, **params)
+        yield fn(rng, **state, **params)
 
 
 def write_toy_data(task: str, n: int, seed: int, out_path: Path, **params: Any) -> Path:
