@@ -66,7 +66,9 @@ def evaluate_model(
     try:
         with ServedJudges(judge_models or {}, work) as servers:
             for suite in parsed:
-                rows = _run_suite(model, tokenizer, suite, benchmarks, step, samples, work, servers)
+                rows = _run_suite(
+                    model, tokenizer, suite, benchmarks, step, samples, work, servers, backend
+                )
                 scores += with_protocol(
                     rows, suite, "lmeval" if suite.type == "lmeval" else backend
                 )
@@ -76,8 +78,8 @@ def evaluate_model(
     return scores
 
 
-def _run_suite(model, tokenizer, suite, benchmarks, step, samples, work_dir, servers):
-    """One suite's score rows, by its type."""
+def _run_suite(model, tokenizer, suite, benchmarks, step, samples, work_dir, servers, backend):
+    """One suite's score rows, by its type (`backend`: what generated, for judged protocols)."""
     from psft_orchestrator.evals.judge import run_judge_suite
     from psft_orchestrator.evals.math import run_math_suite
     from psft_orchestrator.evals.rules import run_rules_suite
@@ -89,7 +91,6 @@ def _run_suite(model, tokenizer, suite, benchmarks, step, samples, work_dir, ser
             raise ValueError("an lmeval suite needs a work_dir for its task files")
         return evaluate_with_lmeval(model, suite, benchmarks, work_dir, tokenizer, step, samples)
     if suite.type == "judge":
-        backend = getattr(model, "backend_name", "native")
         return run_judge_suite(
             model, tokenizer, suite, benchmarks, step, samples,
             servers.judge_models, work_dir, backend, servers,
