@@ -2,8 +2,9 @@
 
 Each node runs in its own thread (`schedule.Schedule`), which waits for its parents, then
 submits a Ray task with the node's resources; the Ray task starts the backend worker as a
-subprocess with the backend's interpreter (`python -m psft_orchestrator.backends.worker job.json`). Ray decides
-what runs concurrently, so independent branches run at once up to the cluster's resources.
+subprocess with the backend's interpreter (`python -m psft_orchestrator.backends.worker
+job.json`). Ray decides what runs concurrently, so independent branches run at once up to the
+cluster's resources.
 The orchestrator process alone writes the DuckDB index, right after each node finishes.
 
 Done nodes (`_SUCCESS` present) are never redone. When every node is done, neither Ray nor
